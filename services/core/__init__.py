@@ -1,0 +1,1 @@
+"""Shared runtime: settings, topics, codec, bus, Redis store, web app factory, metrics, artifacts."""

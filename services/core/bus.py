@@ -1,0 +1,523 @@
+"""Kafka producer and the consumer runner, written once and used by every service.
+
+Producer: idempotent (``enable.idempotence``, ``acks=all``), keyed, bounded local queue that
+raises :class:`Backpressure` instead of blocking, delivery reports counted in metrics, a
+background poll thread, flush on close. ``send_batch_async`` lets an HTTP handler await the
+broker's acknowledgement of a whole batch without blocking the event loop.
+
+Consumer runner: batch poll → decode (bytes never reach a handler) → handler → commit.
+At-least-once: offsets are committed only after the handler returned (its effects durable)
+and dead letters were flushed. Transient failures (Redis or broker down) are retried with
+capped exponential backoff for as long as it takes, never committing past them. A message
+that cannot be decoded, or whose handler keeps failing, goes to ``<topic>.dlq`` with the
+headers ``error``, ``error_class``, ``source_topic``, ``source_partition``,
+``source_offset``, and the runner moves on. ``stop()`` (SIGTERM) finishes the batch,
+commits and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from recmesh.core import metrics as m
+from recmesh.core.codec import make_codec
+from recmesh.core.errors import Backpressure, DecodeError, TransientError
+from recmesh.core.events import to_record
+from recmesh.core.settings import KafkaSettings
+from recmesh.core.topics import TopicRegistry, TopicSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    import redis.exceptions as rex
+
+    return (TransientError, rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, KafkaException,
+            ConnectionError, TimeoutError)  # fmt: skip
+
+
+TRANSIENT: tuple[type[BaseException], ...] = _transient_types()
+
+
+def _key_of(spec: TopicSpec, event: Any) -> bytes | None:
+    key = getattr(event, spec.key, None)
+    return None if key is None else str(key).encode()
+
+
+class EventProducer:
+    """Typed, idempotent producer for the topics of one registry."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicRegistry,
+        client_id: str = "recmesh",
+        schema_registry_url: str | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.topics = topics
+        self._schema_registry_url = schema_registry_url
+        cfg: dict[str, Any] = {
+            **kafka.client_config(),
+            "client.id": f"{kafka.client_id}-{client_id}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": kafka.producer_linger_ms,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": kafka.producer_queue_max_messages,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "batch.num.messages": 10_000,
+            "message.timeout.ms": 120_000,
+        }
+        cfg.update(extra_config or {})
+        self._producer = Producer(cfg)
+        self._codecs: dict[type[Any], Any] = {}
+        self._closed = False
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- encoding ---------------------------------------------------------------------------
+    def codec(self, cls: type[Any]) -> Any:
+        c = self._codecs.get(cls)
+        if c is None:
+            c = self._codecs[cls] = make_codec(cls, self._schema_registry_url)
+        return c
+
+    def encode(self, spec: TopicSpec, event: Any) -> bytes:
+        assert spec.value is not None
+        return bytes(self.codec(spec.value).encode(event, self.topics.name(spec)))
+
+    # -- producing --------------------------------------------------------------------------
+    def _delivery(self, topic: str, user_cb: Callable[[KafkaError | None, Message], None] | None) -> Any:
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                m.PRODUCED.labels(topic).inc()
+            else:
+                m.PRODUCE_FAILED.labels(topic).inc()
+                log.error("delivery failed", extra={"topic": topic, "error": str(err)})
+            if user_cb is not None:
+                user_cb(err, msg)
+
+        return cb
+
+    def produce_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Enqueue pre-encoded bytes; raises :class:`Backpressure` when the local queue is full."""
+        try:
+            self._producer.produce(
+                topic, value, key, headers=headers, on_delivery=self._delivery(topic, on_delivery)
+            )
+        except BufferError:
+            self._producer.poll(0)
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._delivery(topic, on_delivery)
+                )
+            except BufferError:
+                m.BACKPRESSURE.inc()
+                raise Backpressure(f"producer queue full ({len(self._producer)} messages)") from None
+
+    def send(
+        self,
+        spec: TopicSpec,
+        event: Any,
+        key: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Encode and enqueue one event (keyed by the spec's key field unless ``key`` is given)."""
+        kb = key.encode() if key is not None else _key_of(spec, event)
+        self.produce_raw(self.topics.name(spec), self.encode(spec, event), kb, headers, on_delivery)
+
+    def send_tombstone(self, spec: TopicSpec, key: str) -> None:
+        """A null value for ``key`` on a compacted topic (deletes the entity)."""
+        self.produce_raw(self.topics.name(spec), None, key.encode())
+
+    async def send_batch_async(
+        self, spec: TopicSpec, events: Sequence[Any], timeout: float = 30.0
+    ) -> list[str | None]:
+        """Enqueue a batch and await the broker's acknowledgement of each message.
+
+        Returns one entry per event: ``None`` when acknowledged, else the error text. Raises
+        :class:`Backpressure` (nothing of the batch enqueued past that point is reported
+        accepted) when the queue is full. Requires :meth:`start` (the poll thread).
+        """
+        loop = asyncio.get_running_loop()
+        results: list[str | None] = [None] * len(events)
+        if not events:
+            return results
+        done = loop.create_future()
+        lock = threading.Lock()
+        pending = [len(events)]
+
+        def finish(n: int) -> None:
+            with lock:
+                pending[0] -= n
+                last = pending[0] == 0
+            if last:
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        def make_cb(i: int) -> Callable[[KafkaError | None, Message], None]:
+            def cb(err: KafkaError | None, msg: Message) -> None:
+                if err is not None:
+                    results[i] = str(err)
+                finish(1)
+
+            return cb
+
+        topic = self.topics.name(spec)
+        enqueued = 0
+        try:
+            for i, ev in enumerate(events):
+                self.produce_raw(topic, self.encode(spec, ev), _key_of(spec, ev), None, make_cb(i))
+                enqueued += 1
+        except Backpressure:
+            if enqueued == 0:
+                raise
+            # The enqueued prefix is still delivered and reported; the rest is refused.
+            for i in range(enqueued, len(events)):
+                results[i] = "backpressure"
+            finish(len(events) - enqueued)
+        await asyncio.wait_for(done, timeout)
+        return results
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> EventProducer:
+        """Start the background thread that serves delivery callbacks."""
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._poll_loop, name="producer-poll", daemon=True)
+            self._poller.start()
+        return self
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+            m.PRODUCER_QUEUE.set(len(self._producer))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return int(self._producer.poll(timeout))
+
+    def queue_depth(self) -> int:
+        return len(self._producer)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every queued message to be delivered; returns how many are still queued."""
+        return int(self._producer.flush(timeout))
+
+    def ping(self, timeout: float = 5.0) -> bool:
+        """True when the cluster answers a metadata request."""
+        try:
+            self._producer.list_topics(timeout=timeout)
+            return True
+        except KafkaException:
+            return False
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        left = self.flush(timeout)
+        if left:
+            log.error("producer closed with undelivered messages", extra={"count": left})
+
+
+@dataclass(slots=True)
+class Record(Generic[T]):
+    """A decoded message handed to handlers. ``value`` is None for a tombstone."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: T | None
+    timestamp_ms: int
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+BatchHandler = Callable[[list[Record[Any]]], None]
+
+
+@dataclass
+class Subscription:
+    """One topic of a runner: its spec and the batch handler for its decoded records."""
+
+    spec: TopicSpec
+    handler: BatchHandler
+    dlq: bool = True
+
+
+class ConsumerRunner:
+    """Poll, decode, handle, commit; DLQ, retries, rebalance, lag and graceful stop."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicRegistry,
+        group_id: str,
+        subscriptions: Sequence[Subscription],
+        producer: EventProducer | None = None,
+        schema_registry_url: str | None = None,
+        client_id: str = "recmesh",
+        extra_config: dict[str, Any] | None = None,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.group_id = group_id
+        self.subs = {topics.name(s.spec): s for s in subscriptions}
+        self._owns_producer = producer is None
+        self.producer = producer or EventProducer(kafka, topics, client_id=f"{client_id}-dlq",
+                                                  schema_registry_url=schema_registry_url)  # fmt: skip
+        self._codecs = {
+            name: (make_codec(s.spec.value, schema_registry_url) if s.spec.value is not None else None)
+            for name, s in self.subs.items()
+        }
+        cfg: dict[str, Any] = {
+            **kafka.client_config(),
+            "group.id": group_id,
+            "client.id": f"{kafka.client_id}-{client_id}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": auto_offset_reset,
+            "enable.partition.eof": False,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 300_000,
+            "statistics.interval.ms": 5_000,
+            "stats_cb": self._on_stats,
+            "fetch.wait.max.ms": 50,
+        }
+        cfg.update(extra_config or {})
+        self.consumer = Consumer(cfg)
+        self._stop = threading.Event()
+        self.assigned: set[tuple[str, int]] = set()
+        self.processed = 0
+        self.dead_lettered = 0
+        self.lag: dict[tuple[str, int], int] = {}
+        self.ready = threading.Event()
+
+    # -- callbacks --------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self.assigned |= {(p.topic, p.partition) for p in parts}
+        self.ready.set()
+        log.info("partitions assigned", extra={"group": self.group_id, "partitions": len(parts)})
+
+    def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        # Offsets are committed synchronously after every batch, so nothing is pending here.
+        self.assigned -= {(p.topic, p.partition) for p in parts}
+        log.info("partitions revoked", extra={"group": self.group_id, "partitions": len(parts)})
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            stats = orjson.loads(stats_json)
+            for tname, t in stats.get("topics", {}).items():
+                for pid, p in t.get("partitions", {}).items():
+                    lag = p.get("consumer_lag", -1)
+                    if int(pid) >= 0 and lag >= 0:
+                        self.lag[(tname, int(pid))] = lag
+                        m.CONSUMER_LAG.labels(tname, pid, self.group_id).set(lag)
+        except Exception:  # stats are best effort
+            log.debug("bad stats payload", exc_info=True)
+
+    # -- processing -------------------------------------------------------------------------
+    def _decode(self, msg: Message) -> Record[Any]:
+        topic = msg.topic()
+        raw = msg.value()
+        codec = self._codecs[topic]
+        value = None if raw is None or codec is None else codec.decode(raw, topic)
+        key = msg.key()
+        return Record(
+            topic=topic,
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            value=value,
+            timestamp_ms=msg.timestamp()[1],
+            headers=dict(msg.headers() or []),
+        )
+
+    def dead_letter(self, msg: Message, exc: BaseException) -> None:
+        """Send the original key and bytes to ``<topic>.dlq`` with the error headers."""
+        topic = msg.topic()
+        sub = self.subs[topic]
+        headers = [
+            ("error", str(exc)[:1000].encode()),
+            ("error_class", type(exc).__name__.encode()),
+            ("source_topic", topic.encode()),
+            ("source_partition", str(msg.partition()).encode()),
+            ("source_offset", str(msg.offset()).encode()),
+            ("consumer_group", self.group_id.encode()),
+        ]
+        self.producer.produce_raw(self.topics.dlq(sub.spec), msg.value(), msg.key(), headers)
+        self.dead_lettered += 1
+        m.DEAD_LETTERED.labels(topic, self.group_id).inc()
+        log.warning("dead-lettered", extra={"topic": topic, "partition": msg.partition(),
+                                            "offset": msg.offset(), "error": str(exc)[:200]})  # fmt: skip
+
+    def _call_with_retry(
+        self, handler: BatchHandler, records: list[Record[Any]], topic: str
+    ) -> BaseException | None:
+        """Run the handler; retry transient errors forever (until stop), others ``max_retries`` times.
+
+        Returns None on success, or the last non-transient exception.
+        """
+        delay = self.kafka.retry_backoff_s
+        attempts = 0
+        while True:
+            try:
+                handler(records)
+                return None
+            except TRANSIENT as exc:
+                m.FAILED.labels(topic, self.group_id, "transient").inc()
+                if self._stop.is_set():
+                    raise _Stopping() from exc
+                log.warning(
+                    "transient failure, retrying", extra={"topic": topic, "error": str(exc), "delay_s": delay}
+                )
+            except Exception as exc:
+                m.FAILED.labels(topic, self.group_id, "error").inc()
+                attempts += 1
+                if attempts > self.kafka.max_retries:
+                    return exc
+                log.warning(
+                    "handler failed, retrying",
+                    extra={"topic": topic, "error": repr(exc), "attempt": attempts},
+                )
+            self._stop.wait(delay)
+            delay = min(delay * 2, 10.0)
+
+    def process_batch(self, msgs: list[Message]) -> None:
+        """Decode and handle one polled batch (per topic, in order); DLQ what fails."""
+        by_topic: dict[str, list[tuple[Message, Record[Any]]]] = {}
+        for msg in msgs:
+            topic = msg.topic()
+            m.CONSUMED.labels(topic, self.group_id).inc()
+            try:
+                rec = self._decode(msg)
+            except DecodeError as exc:
+                self.dead_letter(msg, exc)
+                continue
+            except Exception as exc:  # a codec bug must not stop the stream either
+                self.dead_letter(msg, exc)
+                continue
+            by_topic.setdefault(topic, []).append((msg, rec))
+        for topic, items in by_topic.items():
+            sub = self.subs[topic]
+            records = [r for _, r in items]
+            t0 = time.perf_counter()
+            err = self._call_with_retry(sub.handler, records, topic)
+            if err is not None and len(items) > 1:
+                # Isolate the poison message(s): handle one by one, DLQ the ones that still fail.
+                for msg, rec in items:
+                    one_err = self._call_with_retry(sub.handler, [rec], topic)
+                    if one_err is not None:
+                        self.dead_letter(msg, one_err)
+            elif err is not None:
+                self.dead_letter(items[0][0], err)
+            m.PROCESSING_SECONDS.labels(topic, self.group_id).observe(time.perf_counter() - t0)
+            m.PROCESSED.labels(topic, self.group_id).inc(len(items))
+            self.processed += len(items)
+
+    def _commit(self, msgs: list[Message]) -> None:
+        if self.dead_lettered:
+            left = self.producer.flush(30)
+            if left:
+                raise TransientError(f"{left} dead letters not delivered")
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            k = (msg.topic(), msg.partition())
+            offsets[k] = max(offsets.get(k, -1), msg.offset() + 1)
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        while True:
+            try:
+                self.consumer.commit(offsets=tps, asynchronous=False)
+                return
+            except KafkaException as exc:
+                code = exc.args[0].code() if exc.args else None
+                if code in (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
+                            KafkaError.UNKNOWN_MEMBER_ID, KafkaError._NO_OFFSET):  # fmt: skip
+                    # The partitions moved; the new owner re-processes from the last commit (idempotent).
+                    log.warning("commit skipped after rebalance", extra={"error": str(exc)})
+                    return
+                if self._stop.is_set():
+                    raise
+                log.warning("commit failed, retrying", extra={"error": str(exc)})
+                time.sleep(0.5)
+
+    # -- loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Block until :meth:`stop`; on return the consumer is closed."""
+        self.consumer.subscribe(list(self.subs), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("consumer started", extra={"group": self.group_id, "topics": list(self.subs)})
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(
+                    self.kafka.consumer_batch_size, self.kafka.consumer_poll_timeout_s
+                )
+                if not msgs:
+                    continue
+                good = []
+                for msg in msgs:
+                    err = msg.error()
+                    if err is None:
+                        good.append(msg)
+                    elif err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error", extra={"error": str(err)})
+                if not good:
+                    continue
+                try:
+                    self.process_batch(good)
+                except _Stopping:
+                    log.info("stopping during transient retry; batch left uncommitted for redelivery")
+                    break
+                self._commit(good)
+        finally:
+            try:
+                self.consumer.close()
+            finally:
+                if self._owns_producer:
+                    self.producer.close(10)
+            log.info("consumer stopped", extra={"group": self.group_id, "processed": self.processed})
+
+    def start_thread(self) -> threading.Thread:
+        """Run in a daemon thread (services that also serve HTTP)."""
+        t = threading.Thread(target=self.run, name=f"consumer-{self.group_id}", daemon=True)
+        t.start()
+        return t
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def total_lag(self) -> int:
+        return sum(v for (t, p), v in self.lag.items() if (t, p) in self.assigned)
+
+
+class _Stopping(Exception):
+    """Internal: the runner was stopped while a transient failure was being retried."""
+
+
+def encode_json_event(event: Any) -> bytes:
+    """JSON form of an event (the baseline of the codec benchmark; not a wire format)."""
+    return orjson.dumps(to_record(event))

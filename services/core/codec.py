@@ -1,0 +1,206 @@
+"""Avro codecs over fastavro: single-object encoding by default, Confluent wire format optional.
+
+Every ``.avsc`` in the schema directory is parsed once. Versions of one record are files
+``<Record>.v<N>.avsc``; the highest N is the reader schema. Single-object encoding is
+``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing
+Canonical Form + the Avro body. Decoding looks the fingerprint up among all known versions
+and resolves to the newest with Avro schema resolution, so old and new producers coexist.
+
+Timestamps stay epoch-millisecond ints in Python: logical types are kept in the files (and
+so in the wire contract) but not applied by fastavro on read, which would cost a datetime
+per field per message.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from recmesh.core.errors import DecodeError, SchemaError
+from recmesh.core.events import EVENT_CLASSES, from_record, to_record
+
+T = TypeVar("T")
+MAGIC = b"\xc3\x01"
+_FILE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>\d+)\.avsc$")
+
+
+def default_schema_dir() -> Path:
+    """``$RECMESH_SCHEMA_DIR``, else ``schemas/`` at the repository root."""
+    env = os.environ.get("RECMESH_SCHEMA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+def _strip_logical(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_logical(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_strip_logical(s) for s in schema]
+    return schema
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One released version of one record schema."""
+
+    fullname: str
+    version: int
+    path: Path
+    raw: dict[str, Any]
+    parsed: Any
+    fingerprint: bytes
+
+    @property
+    def json(self) -> str:
+        return json.dumps(self.raw)
+
+
+class SchemaStore:
+    """All schema versions in a directory, indexed by record name and by fingerprint."""
+
+    def __init__(self, schema_dir: Path | str | None = None) -> None:
+        self.dir = Path(schema_dir) if schema_dir else default_schema_dir()
+        if not self.dir.is_dir():
+            raise SchemaError(f"schema directory not found: {self.dir} (set RECMESH_SCHEMA_DIR)")
+        self.versions: dict[str, list[SchemaVersion]] = {}
+        self.by_fingerprint: dict[bytes, SchemaVersion] = {}
+        for path in sorted(self.dir.glob("*.avsc")):
+            m = _FILE_RE.match(path.name)
+            if not m:
+                raise SchemaError(f"schema file name must be <Record>.v<N>.avsc: {path.name}")
+            raw = json.loads(path.read_text())
+            fullname = f"{raw.get('namespace', '')}.{raw['name']}".lstrip(".")
+            if raw["name"] != m["name"]:
+                raise SchemaError(f"{path.name}: record name {raw['name']!r} does not match the file name")
+            # Parsing Canonical Form ignores logicalType and docs, so the fingerprint is the standard one.
+            canonical = to_parsing_canonical_form(fastavro.parse_schema(copy.deepcopy(raw)))
+            fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+            parsed = fastavro.parse_schema(_strip_logical(raw), named_schemas={})
+            sv = SchemaVersion(fullname, int(m["version"]), path, raw, parsed, fp)
+            self.versions.setdefault(fullname, []).append(sv)
+            self.by_fingerprint[fp] = sv
+        for vs in self.versions.values():
+            vs.sort(key=lambda v: v.version)
+
+    def latest(self, fullname: str) -> SchemaVersion:
+        try:
+            return self.versions[fullname][-1]
+        except KeyError:
+            raise SchemaError(f"no schema for record {fullname} in {self.dir}") from None
+
+
+_STORE: SchemaStore | None = None
+
+
+def schema_store() -> SchemaStore:
+    """The process-wide schema store (parsed once)."""
+    global _STORE
+    if _STORE is None:
+        _STORE = SchemaStore()
+    return _STORE
+
+
+class AvroCodec(Generic[T]):
+    """Single-object-encoding codec for one event class."""
+
+    def __init__(self, cls: type[T], store: SchemaStore | None = None) -> None:
+        self.cls = cls
+        self.store = store or schema_store()
+        self.reader = self.store.latest(cast(Any, cls).SCHEMA)
+        self._prefix = MAGIC + self.reader.fingerprint
+        self._writer = fastavro.schemaless_writer
+        self._read = fastavro.schemaless_reader
+
+    def encode(self, event: T, topic: str | None = None) -> bytes:
+        buf = io.BytesIO()
+        buf.write(self._prefix)
+        self._writer(buf, self.reader.parsed, to_record(event))
+        return buf.getvalue()
+
+    def decode_record(self, data: bytes) -> dict[str, Any]:
+        """Bytes → record dict resolved to the newest schema version."""
+        if len(data) < 10 or data[:2] != MAGIC:
+            raise DecodeError("not Avro single-object encoding (bad magic)")
+        fp = bytes(data[2:10])
+        writer = self.store.by_fingerprint.get(fp)
+        if writer is None:
+            raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
+        if writer.fullname != self.reader.fullname:
+            raise DecodeError(f"record {writer.fullname} where {self.reader.fullname} was expected")
+        buf = io.BytesIO(data)
+        buf.seek(10)
+        try:
+            if writer is self.reader:
+                rec = self._read(buf, self.reader.parsed)
+            else:
+                rec = self._read(buf, writer.parsed, self.reader.parsed)
+        except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
+            raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+        return cast(dict[str, Any], rec)
+
+    def decode(self, data: bytes, topic: str | None = None) -> T:
+        return cast(T, from_record(self.cls, self.decode_record(data)))
+
+
+class ConfluentCodec(Generic[T]):
+    """Confluent wire format (magic 0 + schema id + body) through a Schema Registry.
+
+    Used when ``RECMESH_SCHEMA_REGISTRY_URL`` is set, for users who run a registry.
+    Serialisation goes through confluent-kafka's ``AvroSerializer``/``AvroDeserializer``.
+    """
+
+    def __init__(self, cls: type[T], registry_url: str, store: SchemaStore | None = None) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+
+        self.cls = cls
+        self.store = store or schema_store()
+        reader = self.store.latest(cast(Any, cls).SCHEMA)
+        client = SchemaRegistryClient({"url": registry_url})
+        self._ser = AvroSerializer(client, json.dumps(reader.raw), to_dict=lambda obj, ctx: to_record(obj))
+        self._de = AvroDeserializer(
+            client, json.dumps(reader.raw), from_dict=lambda rec, ctx: from_record(cls, rec)
+        )
+
+    def encode(self, event: T, topic: str | None = None) -> bytes:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        out = self._ser(event, SerializationContext(topic or "", MessageField.VALUE))
+        return cast(bytes, out)
+
+    def decode(self, data: bytes, topic: str | None = None) -> T:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        try:
+            return cast(T, self._de(data, SerializationContext(topic or "", MessageField.VALUE)))
+        except Exception as exc:
+            raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
+
+
+Codec = AvroCodec[Any] | ConfluentCodec[Any]
+
+
+def make_codec(cls: type[T], schema_registry_url: str | None = None) -> AvroCodec[T] | ConfluentCodec[T]:
+    """The codec the settings ask for: Confluent when a registry URL is set, else single-object."""
+    if schema_registry_url:
+        return ConfluentCodec(cls, schema_registry_url)
+    return AvroCodec(cls)
+
+
+def codec_for_schema(fullname: str) -> Callable[[], AvroCodec[Any]]:
+    """Factory for the codec of a record by full name (used by tooling)."""
+    for cls in EVENT_CLASSES:
+        if fullname == cls.SCHEMA:
+            return lambda: AvroCodec(cls)
+    raise SchemaError(f"no event class for {fullname}")

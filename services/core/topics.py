@@ -1,0 +1,182 @@
+"""The one registry of topic names. No other module spells a topic name.
+
+Each topic is a typed :class:`TopicSpec` (name, key field, value class, partitions, cleanup
+policy, retention). A :class:`TopicRegistry` applies an optional prefix (tests and tenants
+sharing a cluster) and creates or updates topics through the Kafka admin API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from recmesh.core.events import (
+    Interaction,
+    ItemUpdate,
+    LabeledInteraction,
+    ModelPublished,
+    RecommendationServed,
+    UserUpdate,
+)
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic: name (without prefix), key field, value class, partitions, cleanup, retention."""
+
+    name: str
+    key: str
+    value: type[Any] | None
+    partitions: int = 6
+    cleanup: Literal["delete", "compact"] = "delete"
+    retention_ms: int | None = 7 * DAY_MS
+    doc: str = ""
+
+    @property
+    def configs(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": self.cleanup}
+        if self.retention_ms is not None and self.cleanup == "delete":
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+INTERACTIONS = TopicSpec(
+    "interactions.v1", "user_id", Interaction, doc="ingestion → feedback, personalization, training"
+)  # noqa: E501
+CATALOG_ITEMS = TopicSpec(
+    "catalog.items.v1",
+    "item_id",
+    ItemUpdate,
+    partitions=3,
+    cleanup="compact",
+    retention_ms=None,
+    doc="ingestion → training, scoring, feedback",
+)  # noqa: E501
+CATALOG_USERS = TopicSpec(
+    "catalog.users.v1",
+    "user_id",
+    UserUpdate,
+    partitions=3,
+    cleanup="compact",
+    retention_ms=None,
+    doc="ingestion → training, personalization",
+)  # noqa: E501
+RECOMMENDATIONS_SERVED = TopicSpec(
+    "recommendations.served.v1", "user_id", RecommendationServed, doc="scoring → feedback"
+)  # noqa: E501
+FEEDBACK_LABELED = TopicSpec("feedback.labeled.v1", "user_id", LabeledInteraction, doc="feedback → training")
+MODELS_PUBLISHED = TopicSpec(
+    "models.published.v1",
+    "name",
+    ModelPublished,
+    partitions=1,
+    cleanup="compact",
+    retention_ms=None,
+    doc="training → scoring, personalization",
+)  # noqa: E501
+
+ALL: tuple[TopicSpec, ...] = (
+    INTERACTIONS, CATALOG_ITEMS, CATALOG_USERS, RECOMMENDATIONS_SERVED, FEEDBACK_LABELED, MODELS_PUBLISHED,
+)  # fmt: skip
+
+DLQ_RETENTION_MS = 14 * DAY_MS
+
+
+def dlq_spec(spec: TopicSpec) -> TopicSpec:
+    """The dead-letter topic of ``spec``: original key and bytes plus error headers."""
+    return TopicSpec(f"{spec.name}.dlq", spec.key, None, partitions=1, retention_ms=DLQ_RETENTION_MS,
+                     doc=f"dead letters of {spec.name}")  # fmt: skip
+
+
+class TopicRegistry:
+    """Topic names as seen on one cluster: base specs + prefix + partition override."""
+
+    def __init__(self, prefix: str = "", partitions: int | None = None) -> None:
+        self.prefix = prefix
+        self.partitions = partitions
+
+    def name(self, spec: TopicSpec) -> str:
+        return f"{self.prefix}{spec.name}"
+
+    def dlq(self, spec: TopicSpec) -> str:
+        return self.name(dlq_spec(spec))
+
+    def specs(self, with_dlq: bool = True) -> list[TopicSpec]:
+        out: list[TopicSpec] = []
+        for spec in ALL:
+            out.append(spec)
+            if with_dlq:
+                out.append(dlq_spec(spec))
+        if self.partitions is not None:
+            out = [replace(s, partitions=min(s.partitions, self.partitions)) for s in out]
+        return out
+
+    def ensure(self, admin: AdminClient, timeout: float = 30.0) -> dict[str, str]:
+        """Create missing topics, raise partition counts, update configs. Returns name → action."""
+        existing = admin.list_topics(timeout=timeout).topics
+        actions: dict[str, str] = {}
+        create = [
+            NewTopic(self.name(s), num_partitions=s.partitions, replication_factor=-1, config=s.configs)
+            for s in self.specs()
+            if self.name(s) not in existing
+        ]
+        if create:
+            for topic, fut in admin.create_topics(create, operation_timeout=timeout).items():
+                try:
+                    fut.result()
+                    actions[topic] = "created"
+                except KafkaException as exc:
+                    if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: created concurrently
+                        raise
+                    actions[topic] = "exists"
+        grow = []
+        for s in self.specs():
+            name = self.name(s)
+            if name in existing:
+                have = len(existing[name].partitions)
+                if have < s.partitions:
+                    grow.append(NewPartitions(name, s.partitions))
+                    actions[name] = f"partitions {have}→{s.partitions}"
+                else:
+                    actions.setdefault(name, "ok")
+        if grow:
+            for fut in admin.create_partitions(grow, operation_timeout=timeout).values():
+                fut.result()
+        resources = [
+            ConfigResource(
+                ConfigResource.Type.TOPIC,
+                self.name(s),
+                incremental_configs=[
+                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                    for k, v in s.configs.items()
+                ],
+            )
+            for s in self.specs()
+            if self.name(s) in existing
+        ]
+        if resources:
+            for fut in admin.incremental_alter_configs(resources).values():
+                fut.result()
+        return actions
+
+    def delete_all(self, admin: AdminClient, timeout: float = 30.0) -> None:
+        """Delete this registry's topics (tests clean up their prefixed topics)."""
+        existing = admin.list_topics(timeout=timeout).topics
+        names = [self.name(s) for s in self.specs() if self.name(s) in existing]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=timeout).values():
+                with contextlib.suppress(KafkaException):
+                    fut.result()

@@ -1,0 +1,1 @@
+"""The personalization service (see README, Architecture)."""

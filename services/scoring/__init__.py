@@ -1,0 +1,1 @@
+"""The scoring service (see README, Architecture)."""

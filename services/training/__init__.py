@@ -1,0 +1,1 @@
+"""The training service (see README, Architecture)."""
