@@ -22,8 +22,8 @@ app = typer.Typer(
 _SUBCOMMANDS: list[tuple[str, str, str, str, str]] = [
     ("recmesh.core.topics_cli", "app", "topics", "Create, list and replay Kafka topics.", ""),
     ("recmesh.training.cli", "model_app", "model", "Offline models: fit, recommend, evaluate.", "training"),
-    ("recmesh.training.cli", "models_app", "models", "Model registry: list, show, promote, rollback.", "training"),
-    ("recmesh.training.cli", "train_app", "train", "Train from the lake (or a file) and register.", "training"),
+    ("recmesh.training.registry_cli", "models_app", "models", "Model registry: list, show, promote, rollback.", "training"),
+    ("recmesh.training.registry_cli", "train_app", "train", "Train from the lake (or a file) and register.", "training"),
     ("recmesh.ingestion.cli", "app", "ingest", "Batch importers: files, SQL, HTTP APIs.", "ingestion"),
     ("recmesh.k8s", "app", "k8s", "Inspect and restart Recmesh on Kubernetes.", "k8s"),
     ("recmesh.stack", "app", "stack", "Start and stop the local stack (Kafka, Redis, services).", ""),
