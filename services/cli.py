@@ -22,8 +22,20 @@ app = typer.Typer(
 _SUBCOMMANDS: list[tuple[str, str, str, str, str]] = [
     ("recmesh.core.topics_cli", "app", "topics", "Create, list and replay Kafka topics.", ""),
     ("recmesh.training.cli", "model_app", "model", "Offline models: fit, recommend, evaluate.", "training"),
-    ("recmesh.training.registry_cli", "models_app", "models", "Model registry: list, show, promote, rollback.", "training"),
-    ("recmesh.training.registry_cli", "train_app", "train", "Train from the lake (or a file) and register.", "training"),
+    (
+        "recmesh.training.registry_cli",
+        "models_app",
+        "models",
+        "Model registry: list, show, promote, rollback.",
+        "training",
+    ),
+    (
+        "recmesh.training.registry_cli",
+        "train_app",
+        "train",
+        "Train from the lake (or a file) and register.",
+        "training",
+    ),
     ("recmesh.ingestion.cli", "app", "ingest", "Batch importers: files, SQL, HTTP APIs.", "ingestion"),
     ("recmesh.k8s", "app", "k8s", "Inspect and restart Recmesh on Kubernetes.", "k8s"),
     ("recmesh.stack", "app", "stack", "Start and stop the local stack (Kafka, Redis, services).", ""),
@@ -52,6 +64,25 @@ def _mount() -> None:
             app.add_typer(sub, name=name, help=help_text)
         else:
             app.command(name=name, help=help_text)(sub)
+
+
+@app.command()
+def status() -> None:
+    """Show each service of the local stack: up/down, port, model version, consumer lag."""
+    from recmesh.stack import status_cmd
+
+    status_cmd()
+
+
+@app.command()
+def demo(
+    data: str = typer.Option(None, help="Directory with MovieLens-100K files (default: provision it)."),
+    keep_running: bool = typer.Option(True, help="Leave the stack running afterwards."),
+) -> None:
+    """The main job: stack up, MovieLens-100K in, train, promote, recommend, see a click change results."""
+    from recmesh.demo import run_demo
+
+    run_demo(data=data, keep_running=keep_running)
 
 
 @app.callback()

@@ -1,0 +1,266 @@
+"""The local stack as processes: real Kafka and Redis from ``infra/``, topics, five services.
+
+``python -m recmesh.stack up|down|status`` (``make up`` / ``make down`` / ``recmesh status``).
+Each service runs as ``python -m recmesh.<service>`` with its log in ``<data>/logs/`` and
+its pid in ``<data>/run/``; ``up`` waits for every ``/readyz`` (``/healthz`` for scoring,
+which stays unready until a model or popularity exists) and fails with the tail of the log
+of a service that exits. ``up`` twice starts nothing new; ``down`` with nothing running succeeds.
+The e2e test and the benchmarks use the same code with other ports and data directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console(stderr=True)
+
+SERVICES = ("ingestion", "feedback", "personalization", "training", "scoring")
+DEFAULT_PORTS = {"scoring": 8000, "ingestion": 8001, "feedback": 8002, "personalization": 8003, "training": 8004}
+
+
+@dataclass
+class StackConfig:
+    """Where the stack lives: data dir, ports, topic prefix, tenant, extra env."""
+
+    data: Path = ROOT / ".local"
+    kafka_port: int = 9092
+    redis_port: int = 6379
+    port_offset: int = 0
+    grpc_port: int = 50051
+    topic_prefix: str = ""
+    manage_infra: bool = True
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = SERVICES
+    ready_timeout_s: float = 90.0
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def port(self, service: str) -> int:
+        return DEFAULT_PORTS[service] + self.port_offset
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.port(service)}"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "RECMESH_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "RECMESH_KAFKA__TOPIC_PREFIX": self.topic_prefix,
+            "RECMESH_REDIS__URL": self.redis,
+            "RECMESH_REGISTRY__URI": str(self.data / "registry"),
+            "RECMESH_HTTP__HOST": "127.0.0.1",
+            "RECMESH_HTTP__PORT": str(self.port(service)),
+            "RECMESH_SCORING__GRPC_PORT": str(self.grpc_port),
+            "RECMESH_TRAINING__LAKE_URI": str(self.data / "lake"),
+            "RECMESH_SERVICE_NAME": service,
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(self.env)
+        return env
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _infra(cmd: str, cfg: StackConfig) -> None:
+    env = {**os.environ, "KAFKA_PORT": str(cfg.kafka_port), "KAFKA_CONTROLLER_PORT": str(cfg.kafka_port + 1),
+           "KAFKA_DATA": str(cfg.data / "kafka"), "REDIS_PORT": str(cfg.redis_port),
+           "REDIS_DATA": str(cfg.data / "redis")}  # fmt: skip
+    for script in ("kafka/kafka.sh", "redis/redis.sh") if cmd == "start" else ("redis/redis.sh", "kafka/kafka.sh"):
+        r = subprocess.run([str(ROOT / "infra" / script), cmd], env=env)
+        if r.returncode != 0:
+            raise SystemExit(f"{script} {cmd} failed (exit {r.returncode})")
+
+
+def ensure_topics(cfg: StackConfig) -> dict[str, str]:
+    from confluent_kafka.admin import AdminClient
+
+    from recmesh.core.topics import TopicRegistry
+
+    return TopicRegistry(prefix=cfg.topic_prefix).ensure(AdminClient({"bootstrap.servers": cfg.bootstrap}))
+
+
+def start_service(cfg: StackConfig, service: str) -> int:
+    """Start one service in the background (no-op when its pid is alive). Returns the pid."""
+    run, logs = cfg.data / "run", cfg.data / "logs"
+    run.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    pidfile = run / f"{service}.pid"
+    pid = _pid_alive(pidfile)
+    if pid:
+        console.print(f"{service}: already running (pid {pid}, port {cfg.port(service)})")
+        return pid
+    port = cfg.port(service)
+    if _port_busy(port):
+        raise SystemExit(f"{service}: port {port} is already in use by another process")
+    if service == "scoring" and _port_busy(cfg.grpc_port):
+        raise SystemExit(f"scoring: gRPC port {cfg.grpc_port} is already in use by another process")
+    log = open(logs / f"{service}.log", "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"recmesh.{service}"], env=cfg.service_env(service), stdout=log, stderr=log,
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    pidfile.write_text(str(proc.pid))
+    return proc.pid
+
+
+def wait_ready(cfg: StackConfig, service: str, require_ready: bool = True) -> None:
+    """Wait for /readyz (or /healthz); fail with the log tail when the process dies or times out."""
+    pidfile = cfg.data / "run" / f"{service}.pid"
+    logfile = cfg.data / "logs" / f"{service}.log"
+    deadline = time.monotonic() + cfg.ready_timeout_s
+    path = "/readyz" if require_ready else "/healthz"
+    while True:
+        if not _pid_alive(pidfile):
+            raise SystemExit(f"{service} exited during start-up; last lines of {logfile}:\n{_tail(logfile)}")
+        try:
+            if httpx.get(cfg.url(service) + path, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{service} not ready after {cfg.ready_timeout_s:.0f}s; last lines:\n{_tail(logfile)}")
+        time.sleep(0.2)
+
+
+def up(cfg: StackConfig) -> None:
+    t0 = time.monotonic()
+    if cfg.manage_infra:
+        _infra("start", cfg)
+    actions = ensure_topics(cfg)
+    console.print(f"topics: {sum(a == 'created' for a in actions.values())} created, {len(actions)} in all")
+    for s in cfg.services:
+        start_service(cfg, s)
+    for s in cfg.services:
+        wait_ready(cfg, s, require_ready=s != "scoring")
+        console.print(f"[green]{s}[/] ready on {cfg.url(s)}")
+    console.print(f"stack up in {time.monotonic() - t0:.1f}s — logs: {cfg.data / 'logs'}")
+
+
+def stop_service(cfg: StackConfig, service: str, timeout: float = 20.0) -> None:
+    pidfile = cfg.data / "run" / f"{service}.pid"
+    pid = _pid_alive(pidfile)
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pidfile):
+            time.sleep(0.1)
+        if _pid_alive(pidfile):
+            console.print(f"{service}: no clean exit in {timeout:.0f}s, killing")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+
+
+def down(cfg: StackConfig) -> None:
+    for s in reversed(cfg.services):
+        stop_service(cfg, s)
+    if cfg.manage_infra:
+        _infra("stop", cfg)
+
+
+_METRIC = re.compile(r"^recmesh_consumer_lag\{[^}]*\} ([0-9.eE+-]+)$", re.M)
+
+
+def status_rows(cfg: StackConfig) -> list[dict[str, str]]:
+    rows = []
+    for s in cfg.services:
+        pid = _pid_alive(cfg.data / "run" / f"{s}.pid")
+        row = {"service": s, "state": "down", "port": str(cfg.port(s)), "model": "-", "lag": "-"}
+        if pid:
+            row["state"] = "up"
+            try:
+                ready = httpx.get(cfg.url(s) + "/readyz", timeout=1.0)
+                row["state"] = "ready" if ready.status_code == 200 else "starting"
+                body = ready.json()
+                for k in ("model_version", "models"):
+                    if k in body:
+                        row["model"] = str(body[k])
+                text = httpx.get(cfg.url(s) + "/metrics", timeout=1.0).text
+                lags = [float(v) for v in _METRIC.findall(text)]
+                row["lag"] = str(int(sum(lags))) if lags else "-"
+            except (httpx.HTTPError, ValueError):
+                row["state"] = "unresponsive"
+        rows.append(row)
+    return rows
+
+
+app = typer.Typer(help="Local stack: Kafka, Redis, topics and the five services.", no_args_is_help=True)
+
+
+@app.command("up")
+def up_cmd() -> None:
+    """Start Kafka, Redis, topics and the five services; wait until ready."""
+    up(StackConfig())
+
+
+@app.command("down")
+def down_cmd() -> None:
+    """Stop everything `up` started (safe when nothing runs)."""
+    down(StackConfig())
+
+
+@app.command("status")
+def status_cmd() -> None:
+    """Each service: state, port, model version served, consumer lag."""
+    cfg = StackConfig()
+    table = Table(title="recmesh local stack")
+    for col in ("service", "state", "port", "model", "lag"):
+        table.add_column(col)
+    for row in status_rows(cfg):
+        color = {"ready": "green", "down": "red"}.get(row["state"], "yellow")
+        table.add_row(row["service"], f"[{color}]{row['state']}[/]", row["port"], row["model"], row["lag"])
+    infra = []
+    for name, script in (("kafka", "kafka/kafka.sh"), ("redis", "redis/redis.sh")):
+        r = subprocess.run([str(ROOT / "infra" / script), "status"], capture_output=True, text=True)
+        infra.append(f"{name}: {'up' if r.returncode == 0 else 'down'}")
+    Console().print(table)
+    Console().print("  ".join(infra))
+
+
+if __name__ == "__main__":
+    app()
