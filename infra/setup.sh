@@ -27,7 +27,8 @@ step "redis-server"; infra/redis/redis.sh install
 BIN=$ROOT/.cache/bin
 mkdir -p "$BIN"
 if command -v go >/dev/null; then
-  export GOBIN=$BIN GOFLAGS=-mod=mod GOPATH=${GOPATH:-$ROOT/.cache/go} GOCACHE=${GOCACHE:-$ROOT/.cache/go-build}
+  # Module and build caches stay in the user's Go caches, shared by every clone on the machine.
+  export GOBIN=$BIN GOFLAGS=-mod=mod
   [ -x "$BIN/helm" ] || { step "building helm (go install)"; go install helm.sh/helm/v4/cmd/helm@v4.3.2; }
   [ -x "$BIN/actionlint" ] || { step "building actionlint (go install)"; go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12; }
 else
