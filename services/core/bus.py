@@ -23,20 +23,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from recmesh.core import metrics as m
 from recmesh.core.codec import make_codec
-from recmesh.core.errors import Backpressure, DecodeError, TransientError
+from recmesh.core.errors import Backpressure, TransientError
 from recmesh.core.events import to_record
 from recmesh.core.settings import KafkaSettings
 from recmesh.core.topics import TopicRegistry, TopicSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:
@@ -82,6 +83,8 @@ class EventProducer:
         cfg.update(extra_config or {})
         self._producer = Producer(cfg)
         self._codecs: dict[type[Any], Any] = {}
+        self._names: dict[TopicSpec, str] = {}
+        self._callbacks: dict[str, DeliveryCallback] = {}
         self._closed = False
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
@@ -93,20 +96,45 @@ class EventProducer:
             c = self._codecs[cls] = make_codec(cls, self._schema_registry_url)
         return c
 
+    def topic_name(self, spec: TopicSpec) -> str:
+        """The spec's topic name on this cluster (cached: it is on the hot path)."""
+        name = self._names.get(spec)
+        if name is None:
+            name = self._names[spec] = self.topics.name(spec)
+        return name
+
     def encode(self, spec: TopicSpec, event: Any) -> bytes:
-        assert spec.value is not None
-        return bytes(self.codec(spec.value).encode(event, self.topics.name(spec)))
+        if spec.value is None:
+            raise TypeError(f"topic {spec.name} carries raw bytes, not events")
+        out: bytes = self.codec(spec.value).encode(event, self.topic_name(spec))
+        return out
 
     # -- producing --------------------------------------------------------------------------
-    def _delivery(self, topic: str, user_cb: Callable[[KafkaError | None, Message], None] | None) -> Any:
+    def _topic_callback(self, topic: str) -> DeliveryCallback:
+        """One bound callback per topic: counts deliveries without a closure per message."""
+        cb = self._callbacks.get(topic)
+        if cb is None:
+            produced = m.PRODUCED.labels(topic)
+            failed = m.PRODUCE_FAILED.labels(topic)
+
+            def cb(err: KafkaError | None, msg: Message) -> None:
+                if err is None:
+                    produced.inc()
+                else:
+                    failed.inc()
+                    log.error("delivery failed", extra={"topic": topic, "error": str(err)})
+
+            self._callbacks[topic] = cb
+        return cb
+
+    def _delivery(self, topic: str, user_cb: DeliveryCallback | None) -> DeliveryCallback:
+        base = self._topic_callback(topic)
+        if user_cb is None:
+            return base
+
         def cb(err: KafkaError | None, msg: Message) -> None:
-            if err is None:
-                m.PRODUCED.labels(topic).inc()
-            else:
-                m.PRODUCE_FAILED.labels(topic).inc()
-                log.error("delivery failed", extra={"topic": topic, "error": str(err)})
-            if user_cb is not None:
-                user_cb(err, msg)
+            base(err, msg)
+            user_cb(err, msg)
 
         return cb
 
@@ -116,19 +144,18 @@ class EventProducer:
         value: bytes | None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Enqueue pre-encoded bytes; raises :class:`Backpressure` when the local queue is full."""
+        cb = self._delivery(topic, on_delivery)
+        hdrs = cast(list[tuple[str, str | bytes | None]] | None, headers)
         try:
-            self._producer.produce(
-                topic, value, key, headers=headers, on_delivery=self._delivery(topic, on_delivery)
-            )
+            self._producer.produce(topic, value, key, headers=hdrs, on_delivery=cb)
         except BufferError:
+            # Serving delivery reports frees queue slots; one retry before refusing.
             self._producer.poll(0)
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._delivery(topic, on_delivery)
-                )
+                self._producer.produce(topic, value, key, headers=hdrs, on_delivery=cb)
             except BufferError:
                 m.BACKPRESSURE.inc()
                 raise Backpressure(f"producer queue full ({len(self._producer)} messages)") from None
@@ -139,41 +166,44 @@ class EventProducer:
         event: Any,
         key: str | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Encode and enqueue one event (keyed by the spec's key field unless ``key`` is given)."""
         kb = key.encode() if key is not None else _key_of(spec, event)
-        self.produce_raw(self.topics.name(spec), self.encode(spec, event), kb, headers, on_delivery)
+        self.produce_raw(self.topic_name(spec), self.encode(spec, event), kb, headers, on_delivery)
 
     def send_tombstone(self, spec: TopicSpec, key: str) -> None:
         """A null value for ``key`` on a compacted topic (deletes the entity)."""
-        self.produce_raw(self.topics.name(spec), None, key.encode())
+        self.produce_raw(self.topic_name(spec), None, key.encode())
 
-    async def send_batch_async(
-        self, spec: TopicSpec, events: Sequence[Any], timeout: float = 30.0
-    ) -> list[str | None]:
+    async def send_batch_async(self, spec: TopicSpec, events: Sequence[Any], timeout: float = 30.0) -> list[str | None]:
         """Enqueue a batch and await the broker's acknowledgement of each message.
 
-        Returns one entry per event: ``None`` when acknowledged, else the error text. Raises
-        :class:`Backpressure` (nothing of the batch enqueued past that point is reported
-        accepted) when the queue is full. Requires :meth:`start` (the poll thread).
+        Returns one entry per event: ``None`` when acknowledged, else the error text (an event
+        that cannot be encoded is reported, not raised). Raises :class:`Backpressure` when the
+        queue is full before anything was enqueued; past that point the refused rest is
+        reported as ``"backpressure"``. Requires :meth:`start` (the poll thread).
         """
         loop = asyncio.get_running_loop()
         results: list[str | None] = [None] * len(events)
         if not events:
             return results
-        done = loop.create_future()
+        done: asyncio.Future[None] = loop.create_future()
         lock = threading.Lock()
         pending = [len(events)]
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(None)
 
         def finish(n: int) -> None:
             with lock:
                 pending[0] -= n
                 last = pending[0] == 0
-            if last:
-                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            if last and not loop.is_closed():
+                loop.call_soon_threadsafe(resolve)
 
-        def make_cb(i: int) -> Callable[[KafkaError | None, Message], None]:
+        def make_cb(i: int) -> DeliveryCallback:
             def cb(err: KafkaError | None, msg: Message) -> None:
                 if err is not None:
                     results[i] = str(err)
@@ -181,19 +211,30 @@ class EventProducer:
 
             return cb
 
-        topic = self.topics.name(spec)
+        topic = self.topic_name(spec)
         enqueued = 0
-        try:
-            for i, ev in enumerate(events):
-                self.produce_raw(topic, self.encode(spec, ev), _key_of(spec, ev), None, make_cb(i))
-                enqueued += 1
-        except Backpressure:
-            if enqueued == 0:
-                raise
-            # The enqueued prefix is still delivered and reported; the rest is refused.
-            for i in range(enqueued, len(events)):
-                results[i] = "backpressure"
-            finish(len(events) - enqueued)
+        for i, ev in enumerate(events):
+            try:
+                value = self.encode(spec, ev)
+            except Exception as exc:  # fastavro raises ValueError/TypeError/... on invalid fields
+                results[i] = f"invalid event: {type(exc).__name__}: {exc}"
+                finish(1)
+                continue
+            try:
+                self.produce_raw(topic, value, _key_of(spec, ev), None, make_cb(i))
+            except Backpressure:
+                if enqueued == 0:
+                    raise
+                # The enqueued prefix is still delivered and reported; the rest is refused.
+                for j in range(i, len(events)):
+                    results[j] = "backpressure"
+                finish(len(events) - i)
+                break
+            except KafkaException as exc:  # e.g. message larger than message.max.bytes
+                results[i] = str(exc)
+                finish(1)
+                continue
+            enqueued += 1
         await asyncio.wait_for(done, timeout)
         return results
 
@@ -313,6 +354,9 @@ class ConsumerRunner:
         self.dead_lettered = 0
         self.lag: dict[tuple[str, int], int] = {}
         self.ready = threading.Event()
+        self._dlq_pending = 0
+        self._dlq_failed: list[str] = []
+        self._dlq_lock = threading.Lock()
 
     # -- callbacks --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
@@ -339,25 +383,43 @@ class ConsumerRunner:
 
     # -- processing -------------------------------------------------------------------------
     def _decode(self, msg: Message) -> Record[Any]:
-        topic = msg.topic()
+        topic = cast(str, msg.topic())
         raw = msg.value()
         codec = self._codecs[topic]
         value = None if raw is None or codec is None else codec.decode(raw, topic)
         key = msg.key()
         return Record(
             topic=topic,
-            partition=msg.partition(),
-            offset=msg.offset(),
+            partition=cast(int, msg.partition()),
+            offset=cast(int, msg.offset()),
             key=key.decode("utf-8", "replace") if key is not None else None,
             value=value,
             timestamp_ms=msg.timestamp()[1],
-            headers=dict(msg.headers() or []),
+            headers=cast(dict[str, bytes], dict(msg.headers() or [])),
         )
 
+    def _on_dlq_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # Served by whichever thread polls the producer (its poll thread, or our flush).
+        with self._dlq_lock:
+            if err is not None:
+                self._dlq_failed.append(str(err))
+            self._dlq_pending -= 1
+
     def dead_letter(self, msg: Message, exc: BaseException) -> None:
-        """Send the original key and bytes to ``<topic>.dlq`` with the error headers."""
-        topic = msg.topic()
+        """Send the original key and bytes to ``<topic>.dlq`` with the error headers.
+
+        Delivery is confirmed before the batch is committed (see :meth:`_confirm_dead_letters`).
+        A subscription with ``dlq=False`` only logs and counts the failure.
+        """
+        topic = cast(str, msg.topic())
         sub = self.subs[topic]
+        m.DEAD_LETTERED.labels(topic, self.group_id).inc()
+        self.dead_lettered += 1
+        log.warning("dead-lettered" if sub.dlq else "dropped (no DLQ)",
+                    extra={"topic": topic, "partition": msg.partition(), "offset": msg.offset(),
+                           "error": str(exc)[:200], "error_class": type(exc).__name__})  # fmt: skip
+        if not sub.dlq:
+            return
         headers = [
             ("error", str(exc)[:1000].encode()),
             ("error_class", type(exc).__name__.encode()),
@@ -366,16 +428,39 @@ class ConsumerRunner:
             ("source_offset", str(msg.offset()).encode()),
             ("consumer_group", self.group_id.encode()),
         ]
-        self.producer.produce_raw(self.topics.dlq(sub.spec), msg.value(), msg.key(), headers)
-        self.dead_lettered += 1
-        m.DEAD_LETTERED.labels(topic, self.group_id).inc()
-        log.warning("dead-lettered", extra={"topic": topic, "partition": msg.partition(),
-                                            "offset": msg.offset(), "error": str(exc)[:200]})  # fmt: skip
+        dlq = self.topics.dlq(sub.spec)
+        while True:
+            try:
+                with self._dlq_lock:
+                    self._dlq_pending += 1
+                try:
+                    self.producer.produce_raw(dlq, msg.value(), msg.key(), headers, self._on_dlq_delivery)
+                except BaseException:
+                    with self._dlq_lock:
+                        self._dlq_pending -= 1
+                    raise
+                return
+            except Backpressure:
+                # The shared producer is saturated: wait for deliveries rather than drop a letter.
+                self.producer.poll(0.1)
+            except KafkaException as exc2:
+                raise TransientError(f"dead letter not enqueued: {exc2}") from exc2
+
+    def _confirm_dead_letters(self) -> None:
+        """Block until this batch's dead letters are acknowledged; raise TransientError otherwise."""
+        if self._dlq_pending == 0 and not self._dlq_failed:
+            return
+        left = self.producer.flush(30)
+        with self._dlq_lock:
+            failed, self._dlq_failed = self._dlq_failed, []
+            pending = self._dlq_pending
+        if left or failed or pending > 0:
+            raise TransientError(f"dead letters not delivered: {left} queued, errors {failed[:3]}")
 
     def _call_with_retry(
-        self, handler: BatchHandler, records: list[Record[Any]], topic: str
-    ) -> BaseException | None:
-        """Run the handler; retry transient errors forever (until stop), others ``max_retries`` times.
+        self, handler: BatchHandler, records: list[Record[Any]], topic: str, retries: int
+    ) -> Exception | None:
+        """Run the handler; retry transient errors until stop, others ``retries`` times.
 
         Returns None on success, or the last non-transient exception.
         """
@@ -389,13 +474,11 @@ class ConsumerRunner:
                 m.FAILED.labels(topic, self.group_id, "transient").inc()
                 if self._stop.is_set():
                     raise _Stopping() from exc
-                log.warning(
-                    "transient failure, retrying", extra={"topic": topic, "error": str(exc), "delay_s": delay}
-                )
+                log.warning("transient failure, retrying", extra={"topic": topic, "error": str(exc), "delay_s": delay})
             except Exception as exc:
                 m.FAILED.labels(topic, self.group_id, "error").inc()
                 attempts += 1
-                if attempts > self.kafka.max_retries:
+                if attempts > retries:
                     return exc
                 log.warning(
                     "handler failed, retrying",
@@ -407,44 +490,60 @@ class ConsumerRunner:
     def process_batch(self, msgs: list[Message]) -> None:
         """Decode and handle one polled batch (per topic, in order); DLQ what fails."""
         by_topic: dict[str, list[tuple[Message, Record[Any]]]] = {}
+        counts: dict[str, int] = {}
         for msg in msgs:
-            topic = msg.topic()
-            m.CONSUMED.labels(topic, self.group_id).inc()
+            topic = cast(str, msg.topic())
+            counts[topic] = counts.get(topic, 0) + 1
             try:
                 rec = self._decode(msg)
-            except DecodeError as exc:
-                self.dead_letter(msg, exc)
-                continue
-            except Exception as exc:  # a codec bug must not stop the stream either
+            except Exception as exc:  # DecodeError, or a codec bug: neither may stop the stream
                 self.dead_letter(msg, exc)
                 continue
             by_topic.setdefault(topic, []).append((msg, rec))
+        for topic, n in counts.items():
+            m.CONSUMED.labels(topic, self.group_id).inc(n)
         for topic, items in by_topic.items():
             sub = self.subs[topic]
-            records = [r for _, r in items]
             t0 = time.perf_counter()
-            err = self._call_with_retry(sub.handler, records, topic)
-            if err is not None and len(items) > 1:
-                # Isolate the poison message(s): handle one by one, DLQ the ones that still fail.
-                for msg, rec in items:
-                    one_err = self._call_with_retry(sub.handler, [rec], topic)
-                    if one_err is not None:
-                        self.dead_letter(msg, one_err)
-            elif err is not None:
+            failed = 0
+            if len(items) == 1:
+                err = self._call_with_retry(sub.handler, [items[0][1]], topic, self.kafka.max_retries)
+            else:
+                # A deterministic failure of a batch is isolated at once rather than retried as a whole.
+                err = self._call_with_retry(sub.handler, [r for _, r in items], topic, 0)
+                if err is not None:
+                    log.warning("batch failed, isolating", extra={"topic": topic, "error": repr(err)})
+                    for msg, rec in items:
+                        one_err = self._call_with_retry(sub.handler, [rec], topic, self.kafka.max_retries)
+                        if one_err is not None:
+                            self.dead_letter(msg, one_err)
+                            failed += 1
+                    err = None
+            if err is not None:
                 self.dead_letter(items[0][0], err)
+                failed += 1
             m.PROCESSING_SECONDS.labels(topic, self.group_id).observe(time.perf_counter() - t0)
-            m.PROCESSED.labels(topic, self.group_id).inc(len(items))
-            self.processed += len(items)
+            m.PROCESSED.labels(topic, self.group_id).inc(len(items) - failed)
+            self.processed += len(items) - failed
+
+    def _rewind(self, msgs: list[Message]) -> None:
+        """Seek every partition of the batch back to its first offset (the batch is redelivered)."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            k = (cast(str, msg.topic()), cast(int, msg.partition()))
+            off = cast(int, msg.offset())
+            first[k] = min(first.get(k, off), off)
+        for (t, p), off in first.items():
+            try:
+                self.consumer.seek(TopicPartition(t, p, off))
+            except KafkaException as exc:  # the partition moved away: its new owner resumes from the commit
+                log.warning("seek failed", extra={"topic": t, "partition": p, "error": str(exc)})
 
     def _commit(self, msgs: list[Message]) -> None:
-        if self.dead_lettered:
-            left = self.producer.flush(30)
-            if left:
-                raise TransientError(f"{left} dead letters not delivered")
         offsets: dict[tuple[str, int], int] = {}
         for msg in msgs:
-            k = (msg.topic(), msg.partition())
-            offsets[k] = max(offsets.get(k, -1), msg.offset() + 1)
+            k = (cast(str, msg.topic()), cast(int, msg.partition()))
+            offsets[k] = max(offsets.get(k, -1), cast(int, msg.offset()) + 1)
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         while True:
             try:
@@ -467,11 +566,10 @@ class ConsumerRunner:
         """Block until :meth:`stop`; on return the consumer is closed."""
         self.consumer.subscribe(list(self.subs), on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consumer started", extra={"group": self.group_id, "topics": list(self.subs)})
+        backoff = self.kafka.retry_backoff_s
         try:
             while not self._stop.is_set():
-                msgs = self.consumer.consume(
-                    self.kafka.consumer_batch_size, self.kafka.consumer_poll_timeout_s
-                )
+                msgs = self.consumer.consume(self.kafka.consumer_batch_size, self.kafka.consumer_poll_timeout_s)
                 if not msgs:
                     continue
                 good = []
@@ -485,9 +583,18 @@ class ConsumerRunner:
                     continue
                 try:
                     self.process_batch(good)
+                    self._confirm_dead_letters()
                 except _Stopping:
                     log.info("stopping during transient retry; batch left uncommitted for redelivery")
                     break
+                except TransientError as exc:
+                    # Dead letters were not acknowledged: never commit past them; redeliver the batch.
+                    log.warning("batch not committed, rewinding", extra={"error": str(exc)})
+                    self._rewind(good)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                backoff = self.kafka.retry_backoff_s
                 self._commit(good)
         finally:
             try:

@@ -13,17 +13,18 @@ the deliberate exception.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 import redis
 
+from recmesh.core.errors import TransientError
 from recmesh.core.settings import RedisSettings
 
 
-def connect(settings: RedisSettings, decode_responses: bool = False) -> redis.Redis:
+def connect(settings: RedisSettings, decode_responses: bool = False) -> redis.Redis[Any]:
     """A pooled client with timeouts from settings (bytes responses by default)."""
-    return redis.Redis.from_url(
+    return redis.Redis.from_url(  # type: ignore[call-overload,no-any-return]
         settings.url,
         password=settings.password.get_secret_value() if settings.password else None,
         socket_timeout=settings.socket_timeout_s,
@@ -69,7 +70,7 @@ class Keys:
         return f"{self.p}:pop"
 
     def trending(self, window: str, category: str | None = None) -> str:
-        """sorted set item → decayed count for a window (1h, 1d, 7d), optionally per category; owner feedback."""
+        """sorted set item → decayed count per window (1h, 1d, 7d), optionally per category; owner feedback."""
         return f"{self.p}:trend:{window}" + (f":c:{category}" if category else "")
 
     def covisit(self, item_id: str) -> str:
@@ -104,7 +105,7 @@ class Keys:
 class Deduper:
     """Idempotency by event id for one consumer, in Redis with a TTL."""
 
-    def __init__(self, client: redis.Redis, consumer: str, ttl_s: int, keys: Keys | None = None) -> None:
+    def __init__(self, client: redis.Redis[Any], consumer: str, ttl_s: int, keys: Keys | None = None) -> None:
         self.r = client
         self.consumer = consumer
         self.ttl_s = ttl_s
@@ -119,13 +120,7 @@ class Deduper:
         if not ids:
             return []
         found = self.r.mget([self._key(e, t) for e, t in ids])
-        seen_in_batch: set[tuple[str, str | None]] = set()
-        out = []
-        for pair, v in zip(ids, found, strict=True):
-            new = v is None and pair not in seen_in_batch
-            seen_in_batch.add(pair)
-            out.append(new)
-        return out
+        return _first_unseen(ids, found)
 
     def mark(self, pipe: Any, ids: Iterable[tuple[str, str | None]]) -> None:
         """Add markers to a (transactional) pipeline that also carries the effects."""
@@ -135,3 +130,45 @@ class Deduper:
     def transaction(self) -> Any:
         """A MULTI/EXEC pipeline: put the effects and :meth:`mark` in it, then ``execute()``."""
         return self.r.pipeline(transaction=True)
+
+    def apply(
+        self,
+        ids: Sequence[tuple[str, str | None]],
+        write: Callable[[Any, list[bool]], None],
+        max_attempts: int = 20,
+    ) -> list[bool]:
+        """Exactly-once effects even when two consumers race on the same events.
+
+        WATCHes the markers, reads them, then runs ``write(pipe, unseen)`` (queue the effects
+        of the events whose flag is True) and the markers in one MULTI/EXEC. If another client
+        marks one of these ids meanwhile, EXEC aborts and the whole step is retried, so an
+        effect is never applied twice — unlike :meth:`unseen` + :meth:`transaction`, which is
+        exact only while one consumer owns a partition (the normal case). Returns the flags.
+        """
+        if not ids:
+            return []
+        keys = [self._key(e, t) for e, t in ids]
+        for _ in range(max_attempts):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*keys)
+                    found = cast(list[Any], pipe.mget(keys))  # immediate mode between WATCH and MULTI
+                    flags = _first_unseen(ids, found)
+                    pipe.multi()
+                    write(pipe, flags)
+                    self.mark(pipe, [p for p, new in zip(ids, flags, strict=True) if new])
+                    pipe.execute()
+                    return flags
+                except redis.WatchError:
+                    continue
+        raise TransientError(f"dedupe transaction kept conflicting ({max_attempts} attempts)")
+
+
+def _first_unseen(ids: Sequence[tuple[str, str | None]], found: Sequence[Any]) -> list[bool]:
+    """True for ids without a marker, counting a repeated id within the batch once."""
+    seen_in_batch: set[tuple[str, str | None]] = set()
+    out = []
+    for pair, v in zip(ids, found, strict=True):
+        out.append(v is None and pair not in seen_in_batch)
+        seen_in_batch.add(pair)
+    return out

@@ -11,15 +11,13 @@ import contextlib
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import (
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    NewPartitions,
-    NewTopic,
-)
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AlterConfigOpType as _AlterOp  # type: ignore[attr-defined]
+from confluent_kafka.admin import ConfigEntry as _ConfigEntry  # type: ignore[attr-defined]
+from confluent_kafka.admin import ConfigResource as _ConfigResource  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewPartitions as _NewPartitions  # type: ignore[attr-defined]
+from confluent_kafka.admin import NewTopic as _NewTopic  # type: ignore[attr-defined]
 
 from recmesh.core.events import (
     Interaction,
@@ -47,7 +45,7 @@ class TopicSpec:
 
     @property
     def configs(self) -> dict[str, str]:
-        cfg = {"cleanup.policy": self.cleanup}
+        cfg: dict[str, str] = {"cleanup.policy": self.cleanup}
         if self.retention_ms is not None and self.cleanup == "delete":
             cfg["retention.ms"] = str(self.retention_ms)
         return cfg
@@ -124,12 +122,24 @@ class TopicRegistry:
             out = [replace(s, partitions=min(s.partitions, self.partitions)) for s in out]
         return out
 
+    def spec_for(self, name: str) -> TopicSpec:
+        """The spec of a topic given by base name (``interactions.v1``, ``interactions.v1.dlq``)
+        or by its full, prefixed name. Raises KeyError for a topic this registry does not know."""
+        for spec in self.specs():
+            if name in (spec.name, self.name(spec)):
+                return spec
+        raise KeyError(name)
+
     def ensure(self, admin: AdminClient, timeout: float = 30.0) -> dict[str, str]:
-        """Create missing topics, raise partition counts, update configs. Returns name → action."""
+        """Create missing topics, raise partition counts, update drifted configs.
+
+        Returns name → action: ``created``, ``exists`` (created concurrently), ``ok``
+        (nothing to do), or a description of what changed. Running it twice is a no-op.
+        """
         existing = admin.list_topics(timeout=timeout).topics
         actions: dict[str, str] = {}
         create = [
-            NewTopic(self.name(s), num_partitions=s.partitions, replication_factor=-1, config=s.configs)
+            _NewTopic(self.name(s), num_partitions=s.partitions, replication_factor=-1, config=s.configs)
             for s in self.specs()
             if self.name(s) not in existing
         ]
@@ -139,38 +149,55 @@ class TopicRegistry:
                     fut.result()
                     actions[topic] = "created"
                 except KafkaException as exc:
-                    if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: created concurrently
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise
                     actions[topic] = "exists"
+        present = [s for s in self.specs() if self.name(s) in existing]
         grow = []
-        for s in self.specs():
+        changes: dict[str, list[str]] = {self.name(s): [] for s in present}
+        for s in present:
             name = self.name(s)
-            if name in existing:
-                have = len(existing[name].partitions)
-                if have < s.partitions:
-                    grow.append(NewPartitions(name, s.partitions))
-                    actions[name] = f"partitions {have}→{s.partitions}"
-                else:
-                    actions.setdefault(name, "ok")
+            have = len(existing[name].partitions)
+            if have < s.partitions:
+                grow.append(_NewPartitions(name, s.partitions))
+                changes[name].append(f"partitions {have}→{s.partitions}")
         if grow:
             for fut in admin.create_partitions(grow, operation_timeout=timeout).values():
                 fut.result()
-        resources = [
-            ConfigResource(
-                ConfigResource.Type.TOPIC,
-                self.name(s),
-                incremental_configs=[
-                    ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-                    for k, v in s.configs.items()
-                ],
-            )
-            for s in self.specs()
-            if self.name(s) in existing
-        ]
+        current = self._describe_configs(admin, [self.name(s) for s in present], timeout)
+        resources = []
+        for s in present:
+            name = self.name(s)
+            drift = {k: v for k, v in s.configs.items() if current.get(name, {}).get(k) != v}
+            if drift:
+                resources.append(
+                    _ConfigResource(
+                        _ConfigResource.Type.TOPIC,
+                        name,
+                        incremental_configs=[
+                            _ConfigEntry(k, v, incremental_operation=_AlterOp.SET) for k, v in drift.items()
+                        ],
+                    )
+                )
+                changes[name] += [f"{k}={v}" for k, v in drift.items()]
         if resources:
             for fut in admin.incremental_alter_configs(resources).values():
                 fut.result()
+        for name, what in changes.items():
+            actions[name] = ", ".join(what) if what else "ok"
         return actions
+
+    @staticmethod
+    def _describe_configs(admin: AdminClient, names: list[str], timeout: float) -> dict[str, dict[str, str]]:
+        if not names:
+            return {}
+        futs = admin.describe_configs(
+            [_ConfigResource(_ConfigResource.Type.TOPIC, n) for n in names], request_timeout=timeout
+        )
+        out: dict[str, dict[str, str]] = {}
+        for res, fut in futs.items():
+            out[res.name] = {k: str(e.value) for k, e in fut.result().items()}
+        return out
 
     def delete_all(self, admin: AdminClient, timeout: float = 30.0) -> None:
         """Delete this registry's topics (tests clean up their prefixed topics)."""
