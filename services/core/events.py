@@ -7,6 +7,7 @@ milliseconds (``int``).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -153,8 +154,9 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Interaction, ItemUpdate, UserUpdate, RecommendationServed, LabeledInteraction, ModelPublished,
 )  # fmt: skip
 
+# dataclasses.fields(), not __dataclass_fields__: the latter also lists the SCHEMA ClassVar.
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
-    cls: tuple(f for f in cls.__dataclass_fields__) for cls in EVENT_CLASSES
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_CLASSES
 }
 
 
