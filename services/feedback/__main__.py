@@ -1,0 +1,18 @@
+"""Entry point: ``python -m recmesh.feedback`` (settings → logging → app → uvicorn)."""
+
+from __future__ import annotations
+
+from recmesh.core.logs import configure_logging
+from recmesh.core.web import serve
+from recmesh.feedback.app import build_app
+from recmesh.feedback.settings import FeedbackSettings
+
+
+def main() -> None:
+    settings = FeedbackSettings()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    serve(build_app(settings), settings.http)
+
+
+if __name__ == "__main__":
+    main()
