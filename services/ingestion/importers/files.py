@@ -26,6 +26,9 @@ ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )  # fmt: skip
+GROUPLENS_NAMES = frozenset(
+    {"u.data", "u.item", "u.user", "ratings.dat", "movies.dat", "users.dat", "ratings.csv", "movies.csv"}
+)
 _SEQ_CATEGORY_COLUMNS = {"class", "genre", "genres", "categories", "category"}
 
 
@@ -194,7 +197,7 @@ def movielens_sources(directory: Path | str, chunk_rows: int = 50_000) -> list[F
         raise ImportFormatError(f"{d} is not a directory")
     found = [s for p in sorted(d.iterdir()) if p.is_file() and (s := movielens_source(p, chunk_rows))]
     # One layout per directory: prefer GroupLens files over RecBole conversions when both exist.
-    grouplens = [s for s in found if s.path.suffix not in (".inter", ".item", ".user")]
+    grouplens = [s for s in found if s.path.name in GROUPLENS_NAMES]
     chosen = grouplens or found
     if not any(s.kind == "interactions" for s in chosen):
         raise ImportFormatError(f"no MovieLens ratings in {d} (expected u.data, ratings.dat, ratings.csv or *.inter)")

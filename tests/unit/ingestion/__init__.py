@@ -1,0 +1,1 @@
+"""Unit tests of the ingestion service (no broker, no Redis)."""
