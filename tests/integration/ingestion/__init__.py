@@ -1,0 +1,1 @@
+"""Integration tests of the ingestion service (real Kafka and Redis)."""
