@@ -83,6 +83,13 @@ resource "kubernetes_secret_v1" "credentials" {
   )
 
   depends_on = [kubernetes_namespace_v1.this]
+
+  lifecycle {
+    precondition {
+      condition     = var.environment != "prod" || length(var.api_keys) > 0
+      error_message = "api_keys must be set when environment is prod."
+    }
+  }
 }
 
 resource "helm_release" "recmesh" {
@@ -100,11 +107,4 @@ resource "helm_release" "recmesh" {
   atomic  = false
 
   depends_on = [kubernetes_secret_v1.credentials]
-
-  lifecycle {
-    precondition {
-      condition     = var.environment != "prod" || length(var.api_keys) > 0
-      error_message = "api_keys must be set when environment is prod."
-    }
-  }
 }
