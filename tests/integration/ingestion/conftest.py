@@ -17,8 +17,11 @@ from recmesh.ingestion.settings import IngestionSettings
 
 
 @pytest.fixture
-def ingestion_factory(settings_factory) -> Iterator[Callable[..., tuple[TestClient, IngestionSettings]]]:
-    """Start the ingestion app (lifespan included: producer, Redis) against the test broker and Redis."""
+def ingestion_factory(settings_factory, redis_client) -> Iterator[Callable[..., tuple[TestClient, IngestionSettings]]]:
+    """Start the ingestion app (lifespan included: producer, Redis) against the test broker and Redis.
+
+    Depends on ``redis_client`` so that the tenant's idempotency keys are deleted after the test.
+    """
     clients: list[TestClient] = []
 
     def make(**overrides: Any) -> tuple[TestClient, IngestionSettings]:
