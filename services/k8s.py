@@ -13,9 +13,10 @@ Services are found by the chart's labels: ``app.kubernetes.io/part-of=recmesh`` 
 ``--release``). The model version comes from each scoring pod's ``/readyz`` JSON, read through
 the API server's pod proxy (``GET /api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/readyz``), so
 no port-forward is needed; it needs RBAC ``get`` on ``pods/proxy``, and a NetworkPolicy that
-restricts the scoring port must admit the API server. The version is the ``model_version`` field
-anywhere in that JSON (or ``version`` inside a ``model`` object); a pod whose ``/readyz`` answers
-503 is shown as not ready with whatever version it reports.
+restricts the scoring port must admit the API server. Scoring's ``/readyz`` carries
+``"models": {name: version}``, shown as ``name=version``; a ``model_version`` field (or
+``model.version``) is read too. A pod whose ``/readyz`` answers 503 is shown as not ready with
+whatever version it reports.
 
 Credentials come from ``--kubeconfig``/``--context``, else the in-cluster service account when
 running in a pod, else the default kubeconfig. Responses are read as plain JSON rather than the
@@ -153,8 +154,21 @@ def image_tag(image: str) -> str:
 
 
 def find_model_version(payload: Any) -> str | None:
-    """``model_version`` anywhere in a /readyz JSON body (or ``model.version``)."""
+    """The served model version(s) in a /readyz JSON body.
+
+    Scoring reports ``"models": {name: version}`` (one champion per model name), rendered as
+    ``name=version`` pairs; a ``model_version`` field anywhere, or ``model.version``, also counts.
+    """
     if isinstance(payload, dict):
+        models = payload.get("models")
+        if isinstance(models, dict) and models:
+            pairs = []
+            for name, v in sorted(models.items()):
+                version = v.get("version") if isinstance(v, dict) else v
+                if version not in (None, ""):
+                    pairs.append(f"{name}={version}")
+            if pairs:
+                return ", ".join(pairs)
         value = payload.get("model_version")
         if value not in (None, ""):
             return str(value)

@@ -124,7 +124,7 @@ SCORING_PODS = [
     _pod("rm-recmesh-scoring-c", False, "Pending"),
 ]
 READYZ = {
-    "rm-recmesh-scoring-a:8000": (200, {"ready": True, "model": {"name": "als", "version": "v7"}}),
+    "rm-recmesh-scoring-a:8000": (200, {"ready": True, "models": {"als": "v7", "ease": "v2"}, "redis": True}),
     "rm-recmesh-scoring-b:8000": (503, {"ready": False, "checks": {"model_version": "v6"}}),
 }
 
@@ -217,7 +217,7 @@ def test_status_json_reports_replicas_autoscalers_and_models(kubeconfig: Path) -
     assert pods["rm-recmesh-scoring-a"] == {
         "pod": "rm-recmesh-scoring-a",
         "ready": True,
-        "model_version": "v7",
+        "model_version": "als=v7, ease=v2",
         "error": None,
     }
     assert pods["rm-recmesh-scoring-b"]["ready"] is False and pods["rm-recmesh-scoring-b"]["model_version"] == "v6"
@@ -235,7 +235,7 @@ def test_status_json_reports_replicas_autoscalers_and_models(kubeconfig: Path) -
 def test_status_table_renders(kubeconfig: Path) -> None:
     result = CliRunner().invoke(k8s.app, ["status", "-n", NS, "--kubeconfig", str(kubeconfig)])
     assert result.exit_code == 0, result.output
-    assert "scoring" in result.stdout and "2/3" in result.stdout and "v7" in result.stdout
+    assert "scoring" in result.stdout and "2/3" in result.stdout and "als=v7" in result.stdout
 
 
 def test_restart_patches_pod_template_annotation(kubeconfig: Path) -> None:
@@ -265,6 +265,8 @@ def test_restart_of_absent_service_fails(kubeconfig: Path) -> None:
     ("payload", "expected"),
     [
         ({"ready": True, "model_version": "v3"}, "v3"),
+        ({"ready": True, "models": {"als": "20240101-1", "ease": {"version": "3"}}}, "als=20240101-1, ease=3"),
+        ({"ready": False, "models": {}, "popular_fallback": True}, None),
         ({"ready": True, "model": {"version": 12}}, "12"),
         ({"ready": False, "checks": [{"name": "model", "model_version": "x"}]}, "x"),
         ({"ready": False, "error": "no model"}, None),
