@@ -8,6 +8,7 @@ sharing a cluster) and creates or updates topics through the Kafka admin API.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -183,9 +184,20 @@ class TopicRegistry:
         if resources:
             for fut in admin.incremental_alter_configs(resources).values():
                 fut.result()
+            self._await_configs(admin, [s for s in present if changes[self.name(s)]], timeout)
         for name, what in changes.items():
             actions[name] = ", ".join(what) if what else "ok"
         return actions
+
+    def _await_configs(self, admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+        """Altered configs reach describe_configs asynchronously; wait (briefly) so that an
+        immediate second ``ensure`` sees them and reports ``ok``."""
+        deadline = time.monotonic() + min(timeout, 10.0)
+        while time.monotonic() < deadline:
+            current = self._describe_configs(admin, [self.name(s) for s in specs], timeout)
+            if all(current.get(self.name(s), {}).get(k) == v for s in specs for k, v in s.configs.items()):
+                return
+            time.sleep(0.1)
 
     @staticmethod
     def _describe_configs(admin: AdminClient, names: list[str], timeout: float) -> dict[str, dict[str, str]]:
