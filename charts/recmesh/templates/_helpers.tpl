@@ -96,14 +96,23 @@ app.kubernetes.io/component: {{ .name }}
 {{- if and .Values.registry.persistence.enabled (not (contains "://" .Values.registry.uri)) }}true{{ end }}
 {{- end }}
 
+{{/* Whether the training lake is a path on a volume the chart mounts. */}}
+{{- define "recmesh.lakeOnVolume" -}}
+{{- if and .Values.lake.persistence.enabled (not (contains "://" .Values.lake.uri)) }}true{{ end }}
+{{- end }}
+
+{{- define "recmesh.lakeClaimName" -}}
+{{- .Values.lake.persistence.existingClaim | default (printf "%s-lake" (include "recmesh.fullname" .)) }}
+{{- end }}
+
 {{- define "recmesh.registryClaimName" -}}
 {{- .Values.registry.persistence.existingClaim | default (printf "%s-registry" (include "recmesh.fullname" .)) }}
 {{- end }}
 
-{{/* Kafka consumer group of a consumer service, as its runner names it: <topicPrefix>recmesh-<service>. */}}
+{{/* Kafka consumer group of a consumer service (its settings' group_id; topic prefixes do not apply). */}}
 {{- define "recmesh.consumerGroup" -}}
 {{- $svc := index .root.Values .name -}}
-{{- $svc.keda.consumerGroup | default (printf "%srecmesh-%s" .root.Values.kafka.topicPrefix .name) }}
+{{- required (printf "%s.keda.consumerGroup is required" .name) $svc.keda.consumerGroup }}
 {{- end }}
 
 {{/* KEDA's sasl mode, from keda.sasl or kafka.saslMechanism. */}}

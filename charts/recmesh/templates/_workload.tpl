@@ -11,6 +11,7 @@ autoscaling), in scoring's gRPC port, and in who mounts the model registry.
 {{- if $svc.enabled }}
 {{- $onVolume := include "recmesh.registryOnVolume" $root -}}
 {{- $mountsRegistry := and $onVolume (has $name (list "scoring" "personalization" "training")) -}}
+{{- $mountsLake := and (eq $name "training") (include "recmesh.lakeOnVolume" $root) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -25,8 +26,8 @@ spec:
   selector:
     matchLabels:
       {{- include "recmesh.selectorLabels" . | nindent 6 }}
-  {{- if and $mountsRegistry (has "ReadWriteOnce" $root.Values.registry.persistence.accessModes) (eq $name "training") }}
-  # A ReadWriteOnce registry volume cannot be attached by the old and the new pod at once.
+  {{- if and (eq $name "training") (or $mountsLake (and $mountsRegistry (has "ReadWriteOnce" $root.Values.registry.persistence.accessModes))) }}
+  # A ReadWriteOnce volume cannot be attached by the old and the new pod at once.
   strategy:
     type: Recreate
   {{- else }}
@@ -90,6 +91,10 @@ spec:
             - name: RECMESH_SCORING__GRPC_PORT
               value: {{ $svc.grpcPort | quote }}
             {{- end }}
+            {{- if eq $name "training" }}
+            - name: RECMESH_TRAINING__LAKE_URI
+              value: {{ $root.Values.lake.uri | quote }}
+            {{- end }}
             {{- range $k, $v := $svc.env }}
             - name: {{ $k }}
               value: {{ $v | quote }}
@@ -124,6 +129,10 @@ spec:
               mountPath: {{ $root.Values.registry.uri }}
               readOnly: {{ ne $name "training" }}
             {{- end }}
+            {{- if $mountsLake }}
+            - name: lake
+              mountPath: {{ $root.Values.lake.uri }}
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -132,6 +141,11 @@ spec:
         - name: registry
           persistentVolumeClaim:
             claimName: {{ include "recmesh.registryClaimName" $root }}
+        {{- end }}
+        {{- if $mountsLake }}
+        - name: lake
+          persistentVolumeClaim:
+            claimName: {{ include "recmesh.lakeClaimName" $root }}
         {{- end }}
       {{- with $svc.nodeSelector }}
       nodeSelector:

@@ -33,6 +33,7 @@ module "recmesh" {
 
   api_keys     = var.api_keys
   registry_uri = var.registry_uri
+  lake_uri     = var.lake_uri
 
   service_account_annotations = var.registry_role_arn == "" ? {} : {
     "eks.amazonaws.com/role-arn" = var.registry_role_arn

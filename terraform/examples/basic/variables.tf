@@ -56,8 +56,14 @@ variable "registry_uri" {
   default     = "s3://recmesh-models/registry"
 }
 
+variable "lake_uri" {
+  description = "Training's Parquet lake on S3."
+  type        = string
+  default     = "s3://recmesh-lake/interactions"
+}
+
 variable "registry_role_arn" {
-  description = "IAM role (IRSA) with access to the registry bucket; empty: none."
+  description = "IAM role (IRSA) with access to the registry and lake buckets; empty: none."
   type        = string
   default     = ""
 }

@@ -29,6 +29,12 @@ locals {
         enabled = !can(regex("://", var.registry_uri))
       }
     }
+    lake = {
+      uri = var.lake_uri
+      persistence = {
+        enabled = !can(regex("://", var.lake_uri))
+      }
+    }
     serviceAccount = {
       annotations = var.service_account_annotations
     }

@@ -118,6 +118,12 @@ variable "registry_uri" {
   default     = "/data/registry"
 }
 
+variable "lake_uri" {
+  description = "Training's Parquet lake: s3://bucket/prefix (recommended) or a path on the chart's volume."
+  type        = string
+  default     = "/data/lake"
+}
+
 variable "service_account_annotations" {
   description = "Annotations of the services' ServiceAccount, e.g. eks.amazonaws.com/role-arn for S3 access."
   type        = map(string)

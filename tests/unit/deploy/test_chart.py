@@ -137,13 +137,16 @@ def test_production_consumers_scale_on_kafka_lag_with_keda(render: Any) -> None:
     assert keys == {"username": "RECMESH_KAFKA__SASL_USERNAME", "password": "RECMESH_KAFKA__SASL_PASSWORD"}
 
 
-def test_keda_only_when_enabled_and_follows_topic_prefix(render: Any) -> None:
+def test_keda_only_when_enabled_and_watches_the_services_consumer_group(render: Any) -> None:
     docs = render(set=("feedback.keda.enabled=true", "kafka.topicPrefix=acme."))
     scaled = by_kind(docs, "ScaledObject")
     assert set(scaled) == {"feedback"}
-    assert scaled["feedback"]["spec"]["triggers"][0]["metadata"]["consumerGroup"] == "acme.recmesh-feedback"
+    # Group ids are the services' settings (RECMESH_FEEDBACK__GROUP_ID); topic prefixes do not apply.
+    assert scaled["feedback"]["spec"]["triggers"][0]["metadata"]["consumerGroup"] == "recmesh-feedback"
     assert "feedback" not in by_kind(docs, "HorizontalPodAutoscaler")
     assert not by_kind(docs, "TriggerAuthentication")  # no SASL, nothing to authenticate with
+    lake = render(set=("training.keda.enabled=true", "training.keda.consumerGroup=acme-lake"))
+    assert by_kind(lake, "ScaledObject")["training"]["spec"]["triggers"][0]["metadata"]["consumerGroup"] == "acme-lake"
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -205,7 +208,8 @@ def test_ports_env_and_services_agree_with_values(render: Any) -> None:
 
 def test_registry_volume_written_by_training_only(render: Any) -> None:
     docs = rendered(render, "default")
-    assert "rm-recmesh-registry" in by_kind(docs, "PersistentVolumeClaim")
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"rm-recmesh-registry", "rm-recmesh-lake"}
     mounts = {}
     for name, dep in by_kind(docs, "Deployment").items():
         c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -213,9 +217,19 @@ def test_registry_volume_written_by_training_only(render: Any) -> None:
     assert mounts["training"] == {"name": "registry", "mountPath": "/data/registry", "readOnly": False}
     assert mounts["scoring"]["readOnly"] is True and mounts["personalization"]["readOnly"] is True
     assert mounts["ingestion"] is None and mounts["feedback"] is None
+    # The lake: training only, read-write, at the path its settings name.
+    training = by_kind(docs, "Deployment")["training"]
+    c = training["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "lake", "mountPath": "/data/lake"} in c["volumeMounts"]
+    assert {"name": "RECMESH_TRAINING__LAKE_URI", "value": "/data/lake"} in c["env"]
+    assert training["spec"]["strategy"]["type"] == "Recreate"  # ReadWriteOnce lake
     prod = rendered(render, "production")
-    assert not by_kind(prod, "PersistentVolumeClaim")  # s3:// registry: no volume at all
+    assert not by_kind(prod, "PersistentVolumeClaim")  # s3:// registry and lake: no volume at all
     assert by_kind(prod, "ConfigMap")["rm-recmesh"]["data"]["RECMESH_REGISTRY__URI"] == "s3://recmesh-models/registry"
+    prod_training = by_kind(prod, "Deployment")["training"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "RECMESH_TRAINING__LAKE_URI", "value": "s3://recmesh-lake/interactions"} in prod_training["env"]
+    names = [e["name"] for e in prod_training["env"]]
+    assert len(names) == len(set(names)), "duplicate env names"
 
 
 def test_no_secret_value_in_plain_manifests(render: Any) -> None:
