@@ -1,0 +1,143 @@
+"""The request pipeline without I/O: validation, user factors, cold start, rules, similar, popular."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from recmesh.core.artifacts import ModelArtifact
+from recmesh.core.bus import Record
+from recmesh.core.errors import NotFound, PayloadTooLarge, ValidationError
+from recmesh.core.events import ItemUpdate
+from recmesh.core.registry import Registry
+from recmesh.scoring.catalog import Catalog
+from recmesh.scoring.engine import Engine, parse_recommend
+from recmesh.scoring.experiments import Experiments
+from recmesh.scoring.models import ModelHolder, prepare_model
+from recmesh.scoring.settings import ExperimentConfig, ScoringSection, VariantConfig
+
+
+def _artifact(n: int = 50, dim: int = 8) -> ModelArtifact:
+    rng = np.random.default_rng(1)
+    return ModelArtifact(
+        name="default",
+        kind="vectors",
+        item_ids=[f"i{j}" for j in range(n)],
+        popularity=np.arange(n, 0, -1, dtype=np.float32),  # i0 most popular
+        item_vectors=rng.standard_normal((n, dim)).astype(np.float32),
+        user_ids=["u1"],
+        user_vectors=rng.standard_normal((1, dim)).astype(np.float32),
+    )
+
+
+def _engine(section: ScoringSection | None = None, catalog: Catalog | None = None) -> Engine:
+    s = section or ScoringSection()
+    holder = ModelHolder(Registry("memory://unused"), s)
+    holder.install(prepare_model("default", "v1", _artifact(), s))
+    return Engine(s, holder, catalog or Catalog(), None, Experiments(s.experiment), None, "default")
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_user_factors_rank_items_by_inner_product():
+    e = _engine()
+    art = e.models.get("default").artifact
+    body = _run(e.recommend(parse_recommend(e.s, "u1", k=5)))
+    expected = [art.item_ids[i] for i in np.argsort(-(art.item_vectors @ art.user_vectors[0]))[:5]]
+    assert [i["item_id"] for i in body["items"]] == expected
+    assert body["model_version"] == "v1" and body["variant"] == "control" and body["degraded"] is False
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
+    assert {i["source"] for i in body["items"]} == {"model"}
+
+
+def test_unknown_user_gets_cold_start_popular():
+    e = _engine()
+    body = _run(e.recommend(parse_recommend(e.s, "stranger", k=3)))
+    assert [i["item_id"] for i in body["items"]] == ["i0", "i1", "i2"]
+    assert body["items"][0]["source"] == "popular" and body["items"][0]["reason"] == "popular"
+
+
+def test_exclude_include_and_boost_rules():
+    e = _engine()
+    base = [i["item_id"] for i in _run(e.recommend(parse_recommend(e.s, "u1", k=5)))["items"]]
+    excl = _run(e.recommend(parse_recommend(e.s, "u1", k=5, exclude_items=base[:2])))["items"]
+    assert [i["item_id"] for i in excl] == [x for x in _ranked(e) if x not in base[:2]][:5]
+    inc = _run(e.recommend(parse_recommend(e.s, "u1", k=5, include_items=["i7", "i9", "i11"])))["items"]
+    assert {i["item_id"] for i in inc} <= {"i7", "i9", "i11"} and len(inc) == 3
+    last = _ranked(e)[-1]  # the worst item for u1, boosted far up
+    boosted = _run(e.recommend(parse_recommend(e.s, "u1", k=5, boost_items={last: 1000.0})))["items"]
+    assert boosted[0]["item_id"] == last
+
+
+def _ranked(e: Engine) -> list[str]:
+    art = e.models.get("default").artifact
+    return [art.item_ids[i] for i in np.argsort(-(art.item_vectors @ art.user_vectors[0]))]
+
+
+def test_category_filter_and_unavailable_items_from_catalog():
+    cat = Catalog()
+    ups = [ItemUpdate(f"i{j}", title=f"Item {j}", categories=["even" if j % 2 == 0 else "odd"]) for j in range(50)]
+    ups[4] = ItemUpdate("i4", categories=["even"], available=False)
+    cat.apply([Record("t", 0, j, u.item_id, u, 0) for j, u in enumerate(ups)])
+    cat.apply([Record("t", 0, 99, "i6", None, 0)])  # tombstone: deleted
+    e = _engine(catalog=cat)
+    items = _run(e.recommend(parse_recommend(e.s, "u1", k=20, category="even")))["items"]
+    ids = [i["item_id"] for i in items]
+    assert ids and all(int(i[1:]) % 2 == 0 for i in ids)
+    assert "i4" not in ids and "i6" not in ids
+    with pytest.raises(ValidationError, match="unknown category"):
+        _run(e.recommend(parse_recommend(e.s, "u1", category="nope")))
+    sim = _run(e.similar("i2", 49))["items"]
+    assert {"i4", "i6", "i2"}.isdisjoint(i["item_id"] for i in sim)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err"),
+    [
+        ({"k": 0}, ValidationError),
+        ({"k": 101}, ValidationError),
+        ({"k": "3"}, ValidationError),
+        ({"exclude_items": ["x"] * 501}, PayloadTooLarge),
+        ({"include_items": [" padded "]}, ValidationError),
+        ({"boost_items": {"a": -1.0}}, ValidationError),
+    ],
+)
+def test_bad_input_is_rejected(kwargs, err):
+    with pytest.raises(err):
+        parse_recommend(ScoringSection(), "u1", **kwargs)
+
+
+def test_malformed_user_ids():
+    for bad in ("", " u", "u\n1", "x" * 300):
+        with pytest.raises(ValidationError):
+            parse_recommend(ScoringSection(), bad)
+
+
+def test_variant_pins_blend_and_mmr():
+    s = ScoringSection(
+        experiment=ExperimentConfig(variants={"a": VariantConfig(), "div": VariantConfig(traffic=0, mmr_lambda=0.2)})
+    )
+    e = _engine(s)
+    plain = _run(e.recommend(parse_recommend(s, "u1", k=5, variant="a")))
+    div = _run(e.recommend(parse_recommend(s, "u1", k=5, variant="div")))
+    assert plain["variant"] == "a" and div["variant"] == "div"
+    assert [i["item_id"] for i in plain["items"]] != [i["item_id"] for i in div["items"]]
+    assert plain["items"][0]["item_id"] == div["items"][0]["item_id"]  # MMR keeps the most relevant first
+
+
+def test_similar_and_popular():
+    e = _engine()
+    art = e.models.get("default").artifact
+    v = art.item_vectors / np.linalg.norm(art.item_vectors, axis=1, keepdims=True)
+    expected = [art.item_ids[i] for i in np.argsort(-(v @ v[3])) if i != 3][:4]
+    assert [i["item_id"] for i in _run(e.similar("i3", 4))["items"]] == expected
+    with pytest.raises(NotFound):
+        _run(e.similar("nope", 4))
+    pop = _run(e.popular(3, "1h"))
+    assert [i["item_id"] for i in pop["items"]] == ["i0", "i1", "i2"] and pop["items"][0]["source"] == "popular"
+    with pytest.raises(ValidationError):
+        _run(e.popular(3, "2w"))
