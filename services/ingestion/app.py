@@ -32,18 +32,33 @@ log = logging.getLogger(__name__)
 DEDUPE_CONSUMER = "ingestion"
 
 
+# SET NX EX for every key in one round trip. The reply is one string of '1' (new) / '0' (seen)
+# per key, in order: a single bulk reply parses far faster than an array of 500 integers.
+_CLAIM_LUA = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('SET', k, '1', 'NX', 'EX', ARGV[1]) then out[i] = '1' else out[i] = '0' end
+end
+return table.concat(out)
+"""
+
+
 class IdempotencyKeys:
     """Client event ids accepted once per tenant: ``SET rm:<tenant>:dd:ingestion:<id> 1 NX EX ttl``.
 
     ``claim`` marks the ids and says which were new; ``release`` forgets ids whose events
     were then not accepted (backpressure, broker failure), so that the client's retry is
-    not mistaken for a duplicate.
+    not mistaken for a duplicate. ``mode="script"`` claims a whole batch with one Lua call
+    (a 500-command pipeline costs more client CPU than everything else on the request);
+    ``mode="pipeline"`` is for Redis Cluster, where one script may not touch keys of many slots.
     """
 
-    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, ttl_s: int, mode: str = "script") -> None:
         self.r = client
         self.ttl_s = ttl_s
+        self.mode = mode
         self._keys: dict[str, Keys] = {}
+        self._script = client.register_script(_CLAIM_LUA)
 
     def key(self, tenant: str, event_id: str) -> str:
         k = self._keys.get(tenant)
@@ -54,9 +69,13 @@ class IdempotencyKeys:
     async def claim(self, events: Sequence[Interaction]) -> list[bool]:
         if not events:
             return []
+        keys = [self.key(ev.tenant, ev.event_id) for ev in events]
+        if self.mode == "script":
+            flags = await self._script(keys=keys, args=[self.ttl_s])
+            return [c == 49 for c in flags]  # ord("1")
         pipe = self.r.pipeline(transaction=False)
-        for ev in events:
-            pipe.set(self.key(ev.tenant, ev.event_id), b"1", nx=True, ex=self.ttl_s)
+        for k in keys:
+            pipe.set(k, b"1", nx=True, ex=self.ttl_s)
         return [bool(x) for x in await pipe.execute()]
 
     async def release(self, events: Sequence[Interaction]) -> None:
@@ -136,7 +155,7 @@ def build_app(settings: IngestionSettings, ensure_topics: bool = True) -> FastAP
                 socket_timeout=r.socket_timeout_s,
                 socket_connect_timeout=r.socket_timeout_s,
             )
-            state.dedupe = IdempotencyKeys(state.redis, settings.ingestion.dedupe_ttl_s)
+            state.dedupe = IdempotencyKeys(state.redis, settings.ingestion.dedupe_ttl_s, settings.ingestion.dedupe_mode)
         await state.refresh_readiness()
 
         async def watch() -> None:

@@ -236,6 +236,7 @@ class EventValidator:
         self.aliases = dict(section.event_type_aliases)
         self.rules = tuple(section.event_type_rules)
         self.max_id = section.max_id_length
+        self.max_skew = section.max_future_skew_ms
         self.source = source
 
     def event(self, obj: Any, tenant: str, now: int) -> tuple[Interaction, bool]:
@@ -248,51 +249,69 @@ class EventValidator:
                          else f"unknown fields {', '.join(map(repr, unknown))}")  # fmt: skip
         g = obj.get
         max_id = self.max_id
-        user_id = norm_id(g("user_id"), "user_id", max_id)
-        item_id = norm_id(g("item_id"), "item_id", max_id)
+        # Fast paths for the common case (clean strings); anything else goes through the normalisers.
+        user_id = g("user_id")
+        if type(user_id) is not str or not 0 < len(user_id) <= max_id or user_id.strip() is not user_id:
+            user_id = norm_id(user_id, "user_id", max_id)
+        item_id = g("item_id")
+        if type(item_id) is not str or not 0 < len(item_id) <= max_id or item_id.strip() is not item_id:
+            item_id = norm_id(item_id, "item_id", max_id)
         et = g("event_type")
         if type(et) is not str:
-            raise Reject("missing_field" if et is None else "invalid_type",
-                         "missing field 'event_type'" if et is None else "'event_type' must be a string")  # fmt: skip
+            if et is None:
+                raise Reject("missing_field", "missing field 'event_type'")
+            raise Reject("invalid_type", "'event_type' must be a string")
         if et not in _EVENT_TYPE_SET:
             et = self.aliases.get(et.strip().lower(), et.strip().lower())
             if et not in _EVENT_TYPE_SET:
                 raise Reject("invalid_event_type",
                              f"unknown event_type {g('event_type')!r} (one of {', '.join(EVENT_TYPES)})")  # fmt: skip
         value = g("value")
-        if value is not None:
+        if value is not None and type(value) is not float:
             value = norm_value(value)
+        elif value is not None and not math.isfinite(value):
+            raise Reject("invalid_value", "'value' must be finite")
         if self.rules:
             et = map_event_type(et, value, self.rules)
         ts = g("timestamp")
         if ts is None:
             ts = now
         else:
-            ts = parse_timestamp(ts)
-            if ts > now + self.s.max_future_skew_ms:
+            if type(ts) is not int or ts < 0 or ts > _MAX_TS_MS:
+                ts = parse_timestamp(ts)
+            if ts > now + self.max_skew:
                 raise Reject("future_timestamp",
                              f"'timestamp' is {(ts - now) // 1000}s in the future "
-                             f"(at most {self.s.max_future_skew_ms // 1000}s allowed)")  # fmt: skip
+                             f"(at most {self.max_skew // 1000}s allowed)")  # fmt: skip
         eid = g("event_id")
         client_id = eid is not None
-        eid = norm_id(eid, "event_id", max_id) if client_id else new_id()
+        if not client_id:
+            eid = new_id()
+        elif type(eid) is not str or not 0 < len(eid) <= max_id or eid.strip() is not eid:
+            eid = norm_id(eid, "event_id", max_id)
         t = g("tenant")
         if t is not None:
             t = norm_id(t, "tenant", 64)
         ctx = g("context")
+        sess = g("session_id")
+        if sess is not None and (type(sess) is not str or len(sess) > max_id):
+            sess = opt_str(sess, "session_id", max_id)
+        req = g("request_id")
+        if req is not None and (type(req) is not str or len(req) > max_id):
+            req = opt_str(req, "request_id", max_id)
         src = g("source")
         return Interaction(
-            event_id=eid,  # type: ignore[arg-type]
-            user_id=user_id,  # type: ignore[arg-type]
-            item_id=item_id,  # type: ignore[arg-type]
-            event_type=et,
-            value=value,
-            timestamp=ts,
-            session_id=opt_str(g("session_id"), "session_id", max_id),
-            request_id=opt_str(g("request_id"), "request_id", max_id),
-            context=norm_str_map(ctx, "context") if ctx else {},
-            tenant=t or tenant,
-            source=(opt_str(src, "source", 64) or self.source) if src is not None else self.source,
+            eid,
+            user_id,
+            item_id,
+            et,
+            value,
+            ts,
+            sess,
+            req,
+            norm_str_map(ctx, "context") if ctx else {},
+            t or tenant,
+            (opt_str(src, "source", 64) or self.source) if src is not None else self.source,
         ), client_id
 
     def batch(self, entries: Sequence[Any], tenant: str, now: int | None = None) -> Validated:

@@ -70,6 +70,10 @@ class IngestionSection(BaseModel):
     )
     dedupe: bool = Field(True, description="Accept a client event_id once (SET NX in Redis with a TTL).")
     dedupe_ttl_s: int = Field(7 * 86400, ge=1, description="How long an event_id is remembered.")
+    dedupe_mode: str = Field(
+        "script", pattern="^(script|pipeline)$",
+        description="script: one Lua call per batch (fast); pipeline: one SET per event (Redis Cluster).",
+    )  # fmt: skip
     max_queue_depth: int | None = Field(
         None, ge=1, description="Producer queue bound for backpressure (default: the Kafka queue bound)."
     )

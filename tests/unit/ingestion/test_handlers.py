@@ -110,7 +110,17 @@ def test_value_rules_rewrite_types():
 
 def test_bool_and_nan_like_values_are_rejected():
     v = _validator()
-    for bad in ({"value": True}, {"user_id": True}, {"timestamp": True}, {"timestamp": -1}):
+    for bad in (
+        {"value": True},
+        {"user_id": True},
+        {"timestamp": True},
+        {"timestamp": -1},
+        {"event_type": ["x"]},
+        {"event_id": {"a": 1}},
+        {"value": "1"},
+        {"session_id": 3},
+        {"context": {"a": [1]}},
+    ):
         ev = {"user_id": "u", "item_id": "i", "event_type": "view", **bad}
         assert v.batch([ev], "t", NOW).indices == [], bad
 
