@@ -69,7 +69,7 @@ class BPRConfig(ModelConfig):
     fold_in_alpha: float = Field(10.0, gt=0, description="Confidence scale of the fold-in.")
 
 
-@register("bpr", BPRConfig, "Bayesian Personalised Ranking (implicit library, CPU).", baseline=False)
+@register("bpr", BPRConfig, "Bayesian Personalised Ranking (implicit library, CPU).", baseline=True)
 def fit_bpr(dataset: Dataset, config: BPRConfig) -> ModelArtifact:
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
