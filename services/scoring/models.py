@@ -217,6 +217,9 @@ class ModelHolder:
             model = pinned or self._load_version(name, version, uri, threads)
             if model is None:
                 return False
+            if (name, version) in self._pins() and pinned is None:
+                # a pinned version that was not loadable at start: keep it once it is
+                self.pinned = {**self.pinned, (name, version): model}
             self._swap(model)
             return True
 
@@ -224,10 +227,10 @@ class ModelHolder:
         """Champions and pinned versions from the registry (called once at start, off the loop)."""
         for name, version in sorted(self._pins()):
             with self._lock:
-                if (name, version) not in self.pinned:
+                if (name, version) not in self.pinned and self.registry.get(name, version) is not None:
                     m = self._load_version(name, version, None, os.cpu_count())
                     if m is not None:
-                        self.pinned[(name, version)] = m
+                        self.pinned = {**self.pinned, (name, version): m}
         self.refresh_from_registry(first=True)
 
     def refresh_from_registry(self, first: bool = False) -> None:
