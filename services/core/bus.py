@@ -81,6 +81,7 @@ class EventProducer:
             "message.timeout.ms": 120_000,
         }
         cfg.update(extra_config or {})
+        self.config: dict[str, Any] = dict(cfg)  # what librdkafka was given (benchmarks reuse it)
         self._producer = Producer(cfg)
         self._codecs: dict[type[Any], Any] = {}
         self._names: dict[TopicSpec, str] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -162,15 +163,24 @@ _FIELDS: dict[type[Any], tuple[str, ...]] = {
 
 def to_record(event: Any) -> dict[str, Any]:
     """Dataclass → Avro record dict (shallow, fast)."""
-    custom = getattr(event, "to_record", None)
+    cls = type(event)
+    if cls in _CUSTOM_TO:
+        return event.to_record()  # type: ignore[no-any-return]
+    return {name: getattr(event, name) for name in _FIELDS[cls]}
+
+
+def record_builder(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+    """The function turning a resolved record dict into ``cls`` (looked up once, not per message)."""
+    custom = getattr(cls, "from_record", None)
     if custom is not None:
-        return custom()  # type: ignore[no-any-return]
-    return {name: getattr(event, name) for name in _FIELDS[type(event)]}
+        return custom  # type: ignore[no-any-return]
+    return lambda rec: cls(**rec)
 
 
 def from_record(cls: type[Any], rec: dict[str, Any]) -> Any:
     """Avro record dict (already resolved to the newest schema) → dataclass."""
-    custom = getattr(cls, "from_record", None)
-    if custom is not None:
-        return custom(rec)
-    return cls(**rec)
+    return record_builder(cls)(rec)
+
+
+# Looked up by class rather than with getattr on each event: a missing attribute is slow.
+_CUSTOM_TO: frozenset[type[Any]] = frozenset(c for c in EVENT_CLASSES if hasattr(c, "to_record"))
