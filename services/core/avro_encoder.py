@@ -258,7 +258,7 @@ class _DecoderGenerator(_Generator):
     def length(self, var: str, pad: str) -> list[str]:
         """Read a non-negative length into ``var`` (one-byte fast path)."""
         return [f"{pad}{var} = b[pos]",
-                f"{pad}if {var} < 0x80: {var} = ({var} >> 1) ^ -({var} & 1); pos += 1",
+                f"{pad}if {var} < 0x80 and not {var} & 1: {var} >>= 1; pos += 1",
                 f"{pad}else: {var}, pos = _rlong(b, pos)"]  # fmt: skip
 
     def read(self, schema: Any, var: str, namespace: str, depth: int) -> list[str]:
@@ -269,8 +269,10 @@ class _DecoderGenerator(_Generator):
             if len(schema) == 2 and "null" in schema:
                 null_i = schema.index("null")
                 idx = self.fresh("u")
-                return [*self.length(idx, pad), f"{pad}if {idx} == {null_i}: {var} = None",
-                        f"{pad}elif {idx} == {1 - null_i}:", *self.read(schema[1 - null_i], var, namespace, depth + 1),
+                # Branch index 0 / 1 is the single zig-zag byte 0 / 2: compare the raw byte.
+                return [f"{pad}{idx} = b[pos]", f"{pad}pos += 1", f"{pad}if {idx} == {2 * null_i}: {var} = None",
+                        f"{pad}elif {idx} == {2 * (1 - null_i)}:",
+                        *self.read(schema[1 - null_i], var, namespace, depth + 1),
                         f"{pad}else: raise ValueError('bad union index')"]  # fmt: skip
             raise Unsupported("unions other than [null, X]")
         t = schema if isinstance(schema, str) else schema["type"]
