@@ -473,7 +473,7 @@ class PersonalizationHandler:
         return lm
 
     def bulk_load(self, lm: LiveModel) -> int:
-        """Write the model's own user vectors (pipelined in chunks; the newest fold-ins come later)."""
+        """Write the model's own user vectors (pipelined in chunks, ``SET NX``)."""
         art = lm.artifact
         if not lm.has_vectors or art.user_vectors is None or art.user_ids is None:
             return 0
@@ -483,7 +483,9 @@ class PersonalizationHandler:
         for lo in range(0, len(art.user_ids), chunk):
             pipe = self.r.pipeline(transaction=False)
             for j in range(lo, min(lo + chunk, len(art.user_ids))):
-                pipe.set(self.keys.user_vector(art.user_ids[j], lm.name, lm.version), vecs[j].tobytes(), ex=ttl)
+                # NX: an existing key is this very vector or a fresher fold-in (a restart must not regress it)
+                key = self.keys.user_vector(art.user_ids[j], lm.name, lm.version)
+                pipe.set(key, vecs[j].tobytes(), ex=ttl, nx=True)
             pipe.execute()
         BULK_LOADED.labels(lm.name).inc(len(art.user_ids))
         return len(art.user_ids)
