@@ -22,9 +22,10 @@ live version of every followed model with item vectors:
   For a user the model was trained on, the new events (newer than the training data) are
   folded on top of the trained vector instead (:func:`fold_in_with_prior`), so one click does
   not replace a long history by a short one;
-* encoder ``torch`` — the PyTorch user encoder of ``recmesh.core.torch_encoder`` over the
-  recent sequence, when that module is installed (torch imported lazily); otherwise, and for
-  every other vector encoder, the recency-weighted mean of item vectors.
+* encoder ``torch`` — the PyTorch sequence encoder (``recmesh.core.torch_encoder``, reached
+  through ``ModelArtifact.user_vector_from_history``; torch imported lazily) over the recent
+  items, oldest → newest; when torch is not installed, the weighted mean of item vectors;
+* any other vector encoder (``mean``) — the recency-weighted mean of item vectors.
 
 A new model version is bulk-loaded (its own user vectors, pipelined in chunks) before it goes
 live; users it does not know get a vector on their next event, or from the background backfill
@@ -34,7 +35,7 @@ no longer written and expire by TTL.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import logging
 import threading
 import time
@@ -120,8 +121,8 @@ class LiveModel:
     version: str
     artifact: ModelArtifact
     uri: str = ""
-    torch_encoder: Any = None
     trained_until_ms: int | None = None
+    torch_missing: bool = False
 
     @property
     def has_vectors(self) -> bool:
@@ -129,28 +130,15 @@ class LiveModel:
 
 
 def load_live_model(name: str, version: str, uri: str) -> LiveModel:
-    """Load an artifact and, for a ``torch`` encoder, the PyTorch user encoder when available."""
+    """Load an artifact; a ``torch`` encoder falls back to the mean encoder when torch is missing."""
     art = ModelArtifact.load(uri)
     lm = LiveModel(name=name, version=version, artifact=art, uri=uri)
     until = (art.data_range or {}).get("max_timestamp")
     lm.trained_until_ms = int(until) if until else None
-    if art.encoder.get("type") == "torch":
-        lm.torch_encoder = _load_torch_encoder(art, uri)
+    if art.encoder.get("type") == "torch" and importlib.util.find_spec("torch") is None:
+        lm.torch_missing = True
+        log.warning("torch is not installed: %s uses the mean of item vectors", name)
     return lm
-
-
-def _load_torch_encoder(art: ModelArtifact, uri: str) -> Any:
-    """``recmesh.core.torch_encoder.load_user_encoder(artifact, uri)`` → callable, or None (mean)."""
-    try:
-        mod = importlib.import_module("recmesh.core.torch_encoder")
-    except ImportError:
-        log.warning("torch encoder unavailable, using the mean of item vectors", extra={"model": art.name})
-        return None
-    loader = getattr(mod, "load_user_encoder", None)
-    if loader is None:
-        log.warning("recmesh.core.torch_encoder has no load_user_encoder; using the mean of item vectors")
-        return None
-    return loader(art, uri)
 
 
 def encode_user(
@@ -180,8 +168,14 @@ def encode_user(
         return None if prior is None else np.asarray(prior, dtype=np.float32)
     weights = art.history_weights(timestamps_ms=ts, values=base)
     enc = art.encoder.get("type")
-    if lm.torch_encoder is not None:
-        return np.asarray(lm.torch_encoder(idx, ts, weights), dtype=np.float32)
+    if enc == "torch" and not lm.torch_missing:
+        # the sequence encoder wants the order of events, not weights: drop negative feedback, keep time order
+        seq = [i for i, b in zip(idx, base, strict=True) if b > 0]
+        return np.asarray(art.user_vector_from_history(seq, None), dtype=np.float32)
+    if enc == "torch":
+        assert art.item_vectors is not None
+        w = np.abs(weights)
+        return (weights[:, None] * art.item_vectors[idx]).sum(axis=0) / np.float32(max(float(w.sum()), 1e-9))
     if enc == "als_fold_in" and prior is not None and section.fold_in_prior:
         cut = lm.trained_until_ms
         new = [k for k, t in enumerate(ts) if cut is None or t > cut]

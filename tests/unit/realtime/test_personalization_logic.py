@@ -99,3 +99,19 @@ def test_plan_user_pushes_oldest_first_caps_history_and_updates_affinities():
     ((lm, vec),) = plan.vectors
     want = fold_in_als(art.item_vectors, [1, 2, 7], [1.0, 1.0, -2.0], 0.1, 2.0)
     np.testing.assert_allclose(vec, want, rtol=1e-5)
+
+
+def test_torch_encoder_gets_the_positive_events_in_time_order():
+    torch_encoder = pytest.importorskip("recmesh.core.torch_encoder")
+    pytest.importorskip("torch")
+    spec = {"dim": 8, "max_len": 6, "n_layers": 1, "n_heads": 2}
+    blob = torch_encoder.state_bytes(torch_encoder.build(spec))
+    base = als_artifact(dim=8)
+    art = ModelArtifact(name="seq", kind="vectors", item_ids=base.item_ids, popularity=base.popularity,
+                        item_vectors=base.item_vectors, encoder={"type": "torch", **spec},
+                        blobs={"encoder.pt": blob})  # fmt: skip
+    history = [{"item": "i4", "type": "purchase", "ts": 1}, {"item": "i2", "type": "dislike", "ts": 2},
+               {"item": "i9", "type": "view", "ts": 3}]  # fmt: skip
+    got = encode_user(LiveModel("seq", "v", art), history, "u", PersonalizationSection())
+    want = torch_encoder.load_encoder(blob, spec).encode(art.item_vectors[[4, 9]])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
