@@ -96,6 +96,7 @@ def bench_raw(bootstrap: str, topics: TopicRegistry) -> float:
     left = p.flush(120)
     dt = time.perf_counter() - t0
     assert left == 0
+    del p  # destroy the client now, not when the broker is already gone
     return RAW_N / dt
 
 
@@ -111,13 +112,37 @@ def bench_direct(bootstrap: str, topics: TopicRegistry) -> float:
     return DIRECT_N / dt
 
 
+def _tree_cpu_s(root: int) -> float:
+    """User+system CPU seconds of a process and all its descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(d)] = int(fields[1])
+        times[int(d)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == pid and c not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    return sum(times.get(p, 0.0) for p in tree)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> dict:
+async def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int, server_pid: int) -> dict:
     """``concurrency`` keep-alive connections posting batches for ``seconds`` (after a 2 s warm-up)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     accepted = 0
@@ -150,14 +175,17 @@ async def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int)
         tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
         await asyncio.sleep(2.0)
         measuring[0] = True
+        cpu0 = _tree_cpu_s(server_pid)
         t0 = time.perf_counter()
         await asyncio.sleep(seconds)
         measuring[0] = False
         dt = time.perf_counter() - t0
+        cpu = _tree_cpu_s(server_pid) - cpu0
         stop[0] = True
         await asyncio.gather(*tasks)
     lat.sort()
     return {"events_per_s": accepted / dt, "accepted": accepted, "errors": errors, "seconds": dt,
+            "server_cpu_us_per_event": 1e6 * cpu / accepted if accepted else None,
             "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
             "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else None}  # fmt: skip
 
@@ -185,7 +213,7 @@ def bench_http(bootstrap: str, redis_url: str, topics: TopicRegistry, workers: i
         n_bodies = int((HTTP_SECONDS + 4) * 60_000 / BATCH) + 50  # headroom up to 60k events/s
         bodies = [orjson.dumps([_event(b * BATCH + j, run) for j in range(BATCH)]) for b in range(n_bodies)]
         before = _count(bootstrap, topics.name(INTERACTIONS))
-        out = asyncio.run(_load(url, bodies, HTTP_SECONDS, CONCURRENCY))
+        out = asyncio.run(_load(url, bodies, HTTP_SECONDS, CONCURRENCY, proc.pid))
         out["workers"] = workers
         out["topic_delta"] = _count(bootstrap, topics.name(INTERACTIONS)) - before
         return out
@@ -242,13 +270,14 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         t = Table(title="Ingestion throughput (events/s, broker-acknowledged)")
-        for c in ("path", "events/s", "vs raw", "p50 ms", "p99 ms"):
+        for c in ("path", "events/s", "vs raw", "p50 ms", "p99 ms", "server CPU µs/event"):
             t.add_column(c, justify="left" if c == "path" else "right")
-        t.add_row("raw confluent-kafka producer", f"{raw:,.0f}", "1.00", "", "")
-        t.add_row("importer (clean+encode+produce)", f"{direct:,.0f}", f"{direct / raw:.2f}", "", "")
+        t.add_row("raw confluent-kafka producer", f"{raw:,.0f}", "1.00", "", "", "")
+        t.add_row("importer (clean+encode+produce)", f"{direct:,.0f}", f"{direct / raw:.2f}", "", "", "")
         for k, r in http_runs.items():
             t.add_row(f"HTTP POST /v1/events, {k} worker(s)", f"{r['events_per_s']:,.0f}",
-                      f"{r['events_per_s'] / raw:.2f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}")  # fmt: skip
+                      f"{r['events_per_s'] / raw:.2f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                      f"{r['server_cpu_us_per_event']:.1f}")  # fmt: skip
         console.print(t)
         console.print(f"wrote {out.relative_to(ROOT)}")
     finally:

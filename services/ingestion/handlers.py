@@ -165,6 +165,8 @@ def norm_str_map(v: Any, name: str) -> dict[str, str]:
         return {}
     if not isinstance(v, dict):
         raise Reject("invalid_type", f"'{name}' must be an object of strings")
+    if all(type(x) is str for x in v.values()):
+        return v
     out = {}
     for k, x in v.items():
         if type(x) is str:
