@@ -151,3 +151,24 @@ def test_metrics_and_openapi(ingestion_factory):
     body = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-ndjson"} <= set(body)
     assert "202" in spec["paths"]["/v1/events"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("mode", ["script", "pipeline"])
+def test_idempotency_claims_map_back_across_tenants(
+    ingestion_factory, redis_client, tenant, mode, kafka_bootstrap, topics
+):
+    """Exists because the batch claim groups ids per tenant: answers must map back to the right events."""
+    client, _ = ingestion_factory(ingestion={"dedupe_mode": mode})
+    other = f"{tenant}-b"
+    ev = {"user_id": "u", "item_id": "i", "event_type": "view"}
+    client.post("/v1/events", json=[{**ev, "event_id": "a2"}, {**ev, "event_id": "b1", "tenant": other}])
+    batch = [{**ev, "event_id": "a1"}, {**ev, "event_id": "b1", "tenant": other}, {**ev, "event_id": "a2"},
+             {**ev, "event_id": "b2", "tenant": other}, {**ev, "event_id": "a1"}, {**ev, "event_id": "a3"}]  # fmt: skip
+    r = client.post("/v1/events", json=batch).json()
+    assert (r["accepted"], r["duplicates"]) == (3, 3)  # new: a1, b2, a3
+    assert redis_client.exists(f"rm:{tenant}:dd:ingestion:a3") == 1
+    assert redis_client.exists(f"rm:{other}:dd:ingestion:b2") == 1
+    got = sorted((v.tenant, v.event_id) for _, v in read_topic(kafka_bootstrap, topics, INTERACTIONS, expect=5))
+    assert got == sorted([(tenant, "a2"), (other, "b1"), (tenant, "a1"), (other, "b2"), (tenant, "a3")])
+    for k in redis_client.scan_iter(match=f"rm:{other}:*"):
+        redis_client.delete(k)
