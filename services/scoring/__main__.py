@@ -11,8 +11,8 @@ from recmesh.scoring.settings import ScoringSettings
 def main() -> None:
     settings = ScoringSettings()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    # uvloop + httptools: the request path is latency-bound (see bench/serve.py)
-    serve(build_app(settings), settings.http, loop="uvloop", http="httptools", timeout_graceful_shutdown=10)
+    # uvloop (and httptools, uvicorn's "auto" choice when installed): the path is latency-bound
+    serve(build_app(settings), settings.http, loop="uvloop", timeout_graceful_shutdown=10)
 
 
 if __name__ == "__main__":

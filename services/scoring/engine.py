@@ -171,6 +171,8 @@ class Engine:
         self._keys: dict[str, Keys] = {}
         # last popular list read from Redis per tenant: the Redis-down / no-model fallback
         self.popular_cache: dict[str, list[str]] = {}
+        self.popular_tenants: set[str] = {default_tenant}
+        self._children: dict[Any, Any] = {}
 
     # -- helpers ------------------------------------------------------------------------------
     def keys(self, tenant: str) -> Keys:
@@ -189,10 +191,21 @@ class Engine:
         if category is not None and category not in cat.by_category:
             raise ValidationError(f"unknown category {category!r}")
 
+    def _metric(self, metric: Any, *labels: str) -> Any:
+        """Labelled child, cached: ``labels()`` costs more than the observation itself."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _emit(self, tenant: str, surface: str, body: dict[str, Any], t0: float, endpoint: str) -> dict[str, Any]:
+        counts: dict[str, int] = {}
         for it in body["items"]:
-            sm.SERVED_ITEMS.labels(it["source"]).inc()
-        sm.REQUEST_SECONDS.labels(endpoint, body.get("variant") or "none").observe(time.perf_counter() - t0)
+            counts[it["source"]] = counts.get(it["source"], 0) + 1
+        for src, n in counts.items():
+            self._metric(sm.SERVED_ITEMS, src).inc(n)
+        self._metric(sm.REQUEST_SECONDS, endpoint, body.get("variant") or "none").observe(time.perf_counter() - t0)
         if self.impressions is not None:
             self.impressions.publish(tenant, surface, body)
         return body
@@ -202,8 +215,10 @@ class Engine:
         if cached:
             return cached[:n]
         if model is not None:
+            if n <= len(model.popular_ids):
+                return model.popular_ids[:n]
             ids = model.item_ids
-            return [ids[i] for i in model.popular_idx[:n]]
+            return [ids[i] for i in model.popular_idx[:n].tolist()]
         return []
 
     def _category_subset(self, model: ServedModel, cat: TenantCatalog, tenant: str, category: str) -> np.ndarray:
@@ -272,16 +287,16 @@ class Engine:
                 top = subset[top]
             else:
                 top, _ = top_k_scores(scores, need + len(st.seen if st else ()) + len(req.exclude) + 50)
-            out = [(ids[i], ref) for i in top if ok(ids[i])]
+            out = [(ids[i], ref) for i in top.tolist() if ok(ids[i])]
             return out[:need], how
         assert model.index is not None
         if subset is not None:
             top, _ = model.index.search_subset(q, subset, need + len(st.seen if st else ()) + len(req.exclude))
-            return [(ids[i], ref) for i in top if ok(ids[i])][:need], how
+            return [(ids[i], ref) for i in top.tolist() if ok(ids[i])][:need], how
         n = need + len(st.seen if st else ()) + len(req.exclude) + 10
         while True:
             top, _ = model.index.search(q, n)
-            out = [(ids[i], ref) for i in top if ok(ids[i])]
+            out = [(ids[i], ref) for i in top.tolist() if ok(ids[i])]
             if len(out) >= need or n >= model.index.n:
                 return out[:need], how
             n = min(n * 4, model.index.n)  # many blocked items among the nearest: widen
@@ -320,7 +335,7 @@ class Engine:
             )
         degraded = self.state is not None and st is None
         if degraded:
-            sm.FALLBACKS.labels("redis_down").inc()
+            self._metric(sm.FALLBACKS, "redis_down").inc()
 
         seen = frozenset(st.seen) if st is not None else frozenset()
         excl = frozenset(req.exclude)
@@ -341,7 +356,7 @@ class Engine:
         if model is not None:
             sources["model"], how = self._model_candidates(model, req, st, ok, cat, tenant, need)
         if how != "redis_vector":
-            sm.FALLBACKS.labels(how).inc()
+            self._metric(sm.FALLBACKS, how).inc()
 
         if st is not None and st.recent and weights.get("covisit", 0) > 0 and s.covisit_items:
             recent = [i for i, _ in st.recent[: s.covisit_items]]
@@ -371,20 +386,21 @@ class Engine:
                     sources["trending"] = [(i, ctx_cat if ctx_cat in cats_of(i) else None) for i in tr if ok(i)][:need]
                 else:
                     sources["trending"] = [(i, None) for i in tr if ok(i)][:need]
-        if weights.get("popular", 0) > 0 or not sources.get("model"):
-            pop = st.popular if st is not None and st.popular else self._popular_fallback(model, tenant, need * 2)
-            if ctx_cat is not None and not sources.get("model"):
+        n_model = len(sources.get("model", ()))
+        if weights.get("popular", 0) > 0 or n_model < req.k:
+            if tenant not in self.popular_tenants and len(self.popular_tenants) < 1000:
+                self.popular_tenants.add(tenant)  # the background task keeps its popular list fresh
+            pop = self._popular_fallback(model, tenant, need * 2)
+            if ctx_cat is not None and not n_model:
                 pop = [i for i in pop if ctx_cat in cats_of(i)] + [i for i in pop if ctx_cat not in cats_of(i)]
             sources["popular"] = [(i, None) for i in pop if ok(i)][:need]
-            if st is not None and st.popular and not self.popular_cache.get(tenant):
-                self.popular_cache[tenant] = st.popular
 
         for name, lst in sources.items():
             if lst:
-                sm.CANDIDATES.labels(name).inc(len(lst))
+                self._metric(sm.CANDIDATES, name).inc(len(lst))
         eff_weights = weights
-        if not sources.get("model") and not weights.get("popular"):
-            eff_weights = {**weights, "popular": 0.1}  # cold start must still fill the list
+        if sources.get("popular") and not weights.get("popular"):
+            eff_weights = {**weights, "popular": 0.1}  # popular fills what the other sources cannot
         cands = rrf_blend(sources, eff_weights)
         if not cands and model is None and not sources.get("popular") and not degraded and not self.ready:
             raise Unavailable("no model loaded and no popularity yet")
@@ -437,7 +453,7 @@ class Engine:
         if model is not None and item_id in model.item_index:
             idx, sc = model.similar(model.item_index[item_id], k + 50)
             ids = model.item_ids
-            items = [Candidate(ids[i], float(v), "similar", item_id) for i, v in zip(idx, sc, strict=True)]
+            items = [Candidate(ids[i], v, "similar", item_id) for i, v in zip(idx.tolist(), sc.tolist(), strict=True)]
             items = [c for c in items if c.item_id not in blocked and c.item_id != item_id]
         elif item_id in cat.items:
             # a new item the model has not seen: content similarity by shared categories, by popularity
@@ -495,7 +511,7 @@ class Engine:
                 ids = await self.state.ranked(keys.popularity(), max(n * 10, 1000) if category else n)
         if ids is None:
             degraded = True
-            sm.FALLBACKS.labels("redis_down").inc()
+            self._metric(sm.FALLBACKS, "redis_down").inc()
         from_model = False
         if not ids:
             source, ref = "popular", None
@@ -522,9 +538,10 @@ class Engine:
 
     # -- background -----------------------------------------------------------------------------
     async def refresh_popular(self) -> None:
-        """Refresh the in-memory popular list of the default tenant (readiness + fallback)."""
+        """Refresh the in-memory popular lists (fallback source; the default tenant's gates readiness)."""
         if self.state is None:
             return
-        ids = await self.state.ranked(self.keys(self.default_tenant).popularity(), 1000)
-        if ids:
-            self.popular_cache[self.default_tenant] = ids
+        for tenant in list(self.popular_tenants):
+            ids = await self.state.ranked(self.keys(tenant).popularity(), 1000)
+            if ids:
+                self.popular_cache[tenant] = ids

@@ -44,6 +44,7 @@ class ServedModel:
     index: ExactIndex | None
     normed: FloatArray | None  # unit item vectors (cosine similarity, MMR)
     popular_idx: IntArray  # item indices by artifact popularity, best first
+    popular_ids: list[str] = field(default_factory=list)  # the same as ids (the fallback list)
     loaded_at: float = field(default_factory=time.time)
     _cache: dict[Any, Any] = field(default_factory=dict)
 
@@ -125,7 +126,8 @@ def prepare_model(
         normed = normalise_rows(art.item_vectors)
     _ = art.item_index, art.user_index  # build the id maps now, not on the first request
     popular_idx = np.argsort(-art.popularity, kind="stable")[:10_000].astype(np.int64)
-    return ServedModel(name, version, art, index, normed, popular_idx)
+    popular_ids = [art.item_ids[i] for i in popular_idx[:1000].tolist()]
+    return ServedModel(name, version, art, index, normed, popular_idx, popular_ids)
 
 
 def load_model(name: str, version: str, uri: str, section: ScoringSection, threads: int | None) -> ServedModel:

@@ -24,8 +24,9 @@ class VariantConfig(BaseModel):
     model: str | None = Field(None, description="Model name (None: the first of scoring.models).")
     version: str | None = Field(None, description="Pinned model version (None: the champion, hot-swapped on publish).")
     blend: dict[str, float] = Field(
-        default_factory=lambda: {"model": 1.0, "covisit": 0.6, "trending": 0.3, "popular": 0.1},
-        description="Weight of each candidate source in the weighted reciprocal-rank fusion.",
+        default_factory=lambda: {"model": 1.0, "covisit": 0.6, "trending": 0.3, "popular": 0.0},
+        description="Weight of each candidate source in the weighted reciprocal-rank fusion; popular (weight 0) "
+        "still fills lists the other sources cannot (cold start, no model).",
     )
     mmr_lambda: float = Field(
         1.0, ge=0, le=1, description="MMR trade-off: 1 = pure relevance (no re-ranking), lower = more diverse."
@@ -92,7 +93,7 @@ class ScoringSection(BaseModel):
     max_batch_users: int = Field(100, ge=1, description="Most users in one batch request (413 beyond).")
     max_id_length: int = Field(256, ge=1, description="Longest user/item id accepted (422 beyond).")
     candidates_per_source: int = Field(
-        100, ge=1, description="Candidates each source contributes before blending (at least 3·k)."
+        30, ge=1, description="Candidates each source contributes before blending (at least 3·k)."
     )
     mmr_pool: int = Field(3, ge=1, description="MMR re-ranks the top k·mmr_pool blended candidates.")
     recent_items: int = Field(20, ge=1, description="Recent items read per user (history encoder, co-visitation).")

@@ -2,8 +2,9 @@
 
 All of one user's state comes back in ONE pipelined round trip: the user vector for the
 served model version, recent items, seen items, and the trending lists of the request's
-window (global and per category). Co-visitation neighbours, which depend on the recent
-items, take a second round trip only when the user has recent items.
+window (global and per category); the global popular list is refreshed in the background.
+Co-visitation neighbours, which depend on the recent items, take a second round trip only
+when the user has recent items.
 
 A failed call opens a short circuit breaker (``redis_retry_s``): requests in that window
 go straight to degraded mode instead of each paying a connection timeout.
@@ -37,7 +38,6 @@ class UserState:
     seen: list[str] = field(default_factory=list)
     trending: list[str] = field(default_factory=list)
     trending_global: list[str] = field(default_factory=list)
-    popular: list[str] = field(default_factory=list)
 
 
 def _decode_list(values: list[bytes] | None) -> list[str]:
@@ -110,7 +110,6 @@ class StateReader:
             pipe.zrevrange(trending_key, 0, popular_n - 1)
         if trending_global_key:
             pipe.zrevrange(trending_global_key, 0, popular_n - 1)
-        pipe.zrevrange(keys.popularity(), 0, popular_n - 1)
         res = await self._run(pipe)
         if res is None:
             return None
@@ -125,7 +124,6 @@ class StateReader:
             st.trending = _decode_list(next(it))
         if trending_global_key:
             st.trending_global = _decode_list(next(it))
-        st.popular = _decode_list(next(it))
         return st
 
     async def covisit(self, keys: Keys, items: list[str], per_item: int) -> list[list[tuple[str, float]]] | None:
@@ -154,4 +152,7 @@ class StateReader:
             return False
 
     async def close(self) -> None:
-        await self.client.aclose()
+        try:
+            await self.client.aclose()
+        except _REDIS_ERRORS as exc:  # closing a dead connection must not fail shutdown
+            log.warning("redis close failed", extra={"error": repr(exc)})
