@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="ML-100K directory (default: infra/data/ml100k.sh)")
     ap.add_argument("--no-validation", action="store_true", help="skip the validation-split comparison")
     args = ap.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 110))  # keep the table readable when piped
     skip = {s for s in args.skip.split(",") if s}
     names = [n for n in (args.models.split(",") if args.models else model_names()) if n not in skip]
     rows = [(n, n, CAPS.get(n, {})) for n in names]
