@@ -52,7 +52,7 @@ RAW_N = int(os.environ.get("BENCH_RAW_EVENTS", "200000"))
 DIRECT_N = int(os.environ.get("BENCH_DIRECT_EVENTS", "200000"))
 HTTP_SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "12"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
-console = Console()
+console = Console(width=130)
 
 
 def _event(i: int, run: str) -> dict:

@@ -145,7 +145,8 @@ def _run(
 def _summary(result: Any, target: str) -> None:
     table = Table(title=f"Import summary → {target}")
     for col in ("source", "kind", "read", "kept", "dropped", "clamped", "remapped", "seconds", "rows/s"):
-        table.add_column(col, justify="left" if col in ("source", "kind", "dropped", "remapped") else "right")
+        table.add_column(col, justify="left" if col in ("source", "kind", "dropped", "remapped") else "right",
+                         overflow="fold")  # fmt: skip
     for s in result.summaries:
         r = s.report
         dropped = ", ".join(f"{k} {v:,}" for k, v in r.dropped.most_common()) or "—"
@@ -153,8 +154,14 @@ def _summary(result: Any, target: str) -> None:
         table.add_row(s.name, s.kind, f"{r.read:,}", f"{r.kept:,}", dropped, f"{r.clamped:,}", remapped,
                       f"{s.seconds:.2f}", f"{s.rows_per_s:,.0f}")  # fmt: skip
     console.print(table)
+    for s in result.summaries:  # plain lines too: logs and narrow terminals keep every reason
+        r = s.report
+        parts = [f"read {r.read:,}", f"kept {r.kept:,}"]
+        parts += [f"dropped {k} {v:,}" for k, v in r.dropped.most_common()]
+        parts += [f"remapped {k} {v:,}" for k, v in r.remapped.most_common()]
+        console.print(f"{s.name}: " + ", ".join(parts), soft_wrap=True)
     d = result.delivery
-    console.print(", ".join(f"{k}: {v:,}" for k, v in d.items()))
+    console.print(", ".join(f"{k}: {v:,}" for k, v in d.items()), soft_wrap=True)
 
 
 # -- common options -----------------------------------------------------------------------------------
