@@ -88,7 +88,7 @@ def apply_plan(rows: Iterable[Row], plan: Mapping[str, str]) -> list[Row]:
     nested = [(c, *f.split(".", 1)) for c, f in plan.items() if "." in f]
     out = []
     for r in rows:
-        o = {f: r.get(c) for c, f in flat}
+        o: dict[str, Any] = {f: r.get(c) for c, f in flat}
         for c, group, key in nested:
             o.setdefault(group, {})[key] = r.get(c)
         out.append(o)
