@@ -17,6 +17,7 @@ prints a table. Not a test; never gates anything.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import sys
@@ -212,6 +213,7 @@ def main() -> None:
             consume = bench_consume(kafka, topics, N)
         finally:
             topics.delete_all(admin)
+            gc.collect()  # closed clients hold librdkafka handles until collected; drop them first
     finally:
         if svc.stop:
             svc.stop()

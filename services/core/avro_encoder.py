@@ -47,16 +47,6 @@ def _write_int(out: bytearray, n: int) -> None:
     _write_long(out, n)
 
 
-def _write_string(out: bytearray, s: str) -> None:
-    b = s.encode()
-    n = len(b)
-    if n < 64:  # zig-zag of a small non-negative length is one byte
-        out.append(n << 1)
-    else:
-        _write_long(out, n)
-    out += b
-
-
 def _write_bytes(out: bytearray, b: bytes) -> None:
     if not isinstance(b, bytes | bytearray | memoryview):
         raise TypeError(f"bytes expected, got {type(b).__name__}")
@@ -75,7 +65,6 @@ class _Generator:
         self.env: dict[str, Any] = {
             "_long": _write_long,
             "_int": _write_int,
-            "_str": _write_string,
             "_bytes": _write_bytes,
             "_pack_d": struct.Struct("<d").pack,
             "_pack_f": struct.Struct("<f").pack,
@@ -160,7 +149,7 @@ class _Generator:
         if t == "double":
             return [f"{pad}out += _pack_d({var})"]
         if t == "string":
-            return [f"{pad}_str(out, {var})"]
+            return self.string(var, pad)
         if t == "bytes":
             return [f"{pad}_bytes(out, {var})"]
         if t == "enum":
@@ -182,9 +171,16 @@ class _Generator:
         if t == "map":
             k, x = self.fresh("k"), self.fresh("x")
             return [f"{pad}if {var}:", f"{pad}    _long(out, len({var}))", f"{pad}    for {k}, {x} in {var}.items():",
-                    f"{pad}        _str(out, {k})", *self.write(schema["values"], x, namespace, depth + 2),
+                    *self.string(k, pad + "        "), *self.write(schema["values"], x, namespace, depth + 2),
                     f"{pad}out.append(0)"]  # fmt: skip
         raise Unsupported(f"type {t!r}")
+
+    def string(self, var: str, pad: str) -> list[str]:
+        """Inline string write (no call per field): a one-byte length for short strings."""
+        enc, n = self.fresh("s"), self.fresh("n")
+        return [f"{pad}{enc} = {var}.encode()", f"{pad}{n} = len({enc})",
+                f"{pad}if {n} < 64: out.append({n} << 1)", f"{pad}else: _long(out, {n})",
+                f"{pad}out += {enc}"]  # fmt: skip
 
     def union(self, branches: list[Any], var: str, namespace: str, depth: int) -> list[str]:
         pad = "    " * depth
