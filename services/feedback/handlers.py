@@ -317,7 +317,6 @@ class FeedbackHandler:
         self.dedupe = Deduper(client, CONSUMER, redis_settings.dedupe_ttl_s, self.keys)
         self.dedupe_served = Deduper(client, CONSUMER_SERVED, redis_settings.dedupe_ttl_s, self.keys)
         self.window_s = section.attribution_window_s or redis_settings.impression_ttl_s
-        self.zmerge = client.register_script(LOGADDEXP_ZSET_LUA)
         self.engage_types = set(section.click_types) | set(section.conversion_types)
 
     def k(self, tenant: str) -> Keys:
@@ -451,7 +450,8 @@ class FeedbackHandler:
             for n, key in enumerate(zkeys, start=1):
                 for item, x in zsets[key].items():
                     args += [n, item, repr(x)]
-            self.zmerge(keys=zkeys, args=args, client=p)
+            # EVAL, not EVALSHA: no SCRIPT EXISTS round trip, and never a NOSCRIPT failing inside EXEC
+            p.eval(LOGADDEXP_ZSET_LUA, len(zkeys), *zkeys, *args)
         touched: set[str] = set()
         for (t, x, y), c in pairs.items():
             ck = self.k(t).covisit(x)
