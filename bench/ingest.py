@@ -233,6 +233,7 @@ def main() -> None:
     topics.ensure(admin)
     try:
         console.print(f"broker {kafka.address}, redis {redis.address}, {os.cpu_count()} cores")
+        load_before = os.getloadavg()[0]
         raw = bench_raw(kafka.address, topics)
         console.print(f"raw producer: {raw:,.0f} events/s")
         direct = bench_direct(kafka.address, topics)
@@ -265,6 +266,8 @@ def main() -> None:
                 "cores": os.cpu_count(),
                 "python": platform.python_version(),
             },  # fmt: skip
+            # Other processes on a shared machine skew absolute numbers; ratios are the comparable part.
+            "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         }
         out = ROOT / "bench" / "results" / "ingest.json"
         out.parent.mkdir(parents=True, exist_ok=True)
