@@ -267,6 +267,7 @@ class LakeSink:
         self.writer = LakeWriter(lake_uri)
         self.rows_written = 0
         self.files_written = 0
+        self.rows_by_topic: dict[str, int] = {}
         self._lock = threading.Lock()
         sink_kafka = kafka.model_copy(
             update={"consumer_batch_size": batch_rows, "consumer_poll_timeout_s": batch_seconds}
@@ -284,8 +285,10 @@ class LakeSink:
     def _handler(self, spec: TopicSpec) -> Any:
         def handle(records: list[Record[Any]]) -> None:
             written = self.writer.write_batch(spec.name, records)
+            rows = sum(w.rows for w in written)
             with self._lock:
-                self.rows_written += sum(w.rows for w in written)
+                self.rows_written += rows
+                self.rows_by_topic[spec.name] = self.rows_by_topic.get(spec.name, 0) + rows
                 self.files_written += len(written)
             LAKE_LAG.set(self.runner.total_lag())
 
