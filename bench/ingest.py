@@ -17,6 +17,7 @@ Writes ``bench/results/ingest.json`` and prints a table. Not a test; never gates
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import socket
@@ -50,7 +51,7 @@ from tests.infra import start_kafka, start_redis  # noqa: E402
 BATCH = 500
 RAW_N = int(os.environ.get("BENCH_RAW_EVENTS", "200000"))
 DIRECT_N = int(os.environ.get("BENCH_DIRECT_EVENTS", "200000"))
-HTTP_SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "12"))
+HTTP_SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 console = Console(width=130)
 
@@ -142,7 +143,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int, server_pid: int) -> dict:
+async def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int, pids: dict[str, int]) -> dict:
     """``concurrency`` keep-alive connections posting batches for ``seconds`` (after a 2 s warm-up)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     accepted = 0
@@ -175,19 +176,37 @@ async def _load(url: str, bodies: list[bytes], seconds: float, concurrency: int,
         tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
         await asyncio.sleep(2.0)
         measuring[0] = True
-        cpu0 = _tree_cpu_s(server_pid)
+        cpu0 = {k: _tree_cpu_s(p) for k, p in pids.items()}
+        client0 = time.process_time()
         t0 = time.perf_counter()
         await asyncio.sleep(seconds)
         measuring[0] = False
         dt = time.perf_counter() - t0
-        cpu = _tree_cpu_s(server_pid) - cpu0
+        cpu = {k: _tree_cpu_s(p) - cpu0[k] for k, p in pids.items()}
+        cpu["client"] = time.process_time() - client0
         stop[0] = True
         await asyncio.gather(*tasks)
     lat.sort()
     return {"events_per_s": accepted / dt, "accepted": accepted, "errors": errors, "seconds": dt,
-            "server_cpu_us_per_event": 1e6 * cpu / accepted if accepted else None,
+            **{f"{k}_cpu_us_per_event": (1e6 * v / accepted if accepted else None) for k, v in cpu.items()},
             "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
             "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else None}  # fmt: skip
+
+
+def _infra_pids() -> dict[str, int]:
+    """PIDs of the broker and Redis this benchmark started (unknown when reusing running ones)."""
+    out = {}
+    for name, pidfile in (
+        ("broker", ROOT / ".local" / "test" / f"kafka-{os.environ['RECMESH_TEST_KAFKA_PORT']}" / "kafka.pid"),
+        ("redis", ROOT / ".local" / "test" / f"redis-{os.environ['RECMESH_TEST_REDIS_PORT']}" / "redis.pid"),
+    ):
+        if name == "broker" and os.environ.get("RECMESH_TEST_KAFKA"):
+            continue
+        if name == "redis" and os.environ.get("RECMESH_TEST_REDIS"):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            out[name] = int(pidfile.read_text().strip())
+    return out
 
 
 def bench_http(bootstrap: str, redis_url: str, topics: TopicRegistry, workers: int) -> dict:
@@ -213,7 +232,12 @@ def bench_http(bootstrap: str, redis_url: str, topics: TopicRegistry, workers: i
         n_bodies = int((HTTP_SECONDS + 4) * 60_000 / BATCH) + 50  # headroom up to 60k events/s
         bodies = [orjson.dumps([_event(b * BATCH + j, run) for j in range(BATCH)]) for b in range(n_bodies)]
         before = _count(bootstrap, topics.name(INTERACTIONS))
-        out = asyncio.run(_load(url, bodies, HTTP_SECONDS, CONCURRENCY, proc.pid))
+        pids = {"server": proc.pid, **_infra_pids()}
+        out = asyncio.run(_load(url, bodies, HTTP_SECONDS, CONCURRENCY, pids))
+        total = sum(v for k, v in out.items() if k.endswith("_cpu_us_per_event") and v)
+        out["total_cpu_us_per_event"] = total
+        # What the measured CPU cost per event allows on this many idle cores (a projection, not a measurement).
+        out["projected_idle_events_per_s"] = (os.cpu_count() or 1) * 1e6 / total if total else None
         out["workers"] = workers
         out["topic_delta"] = _count(bootstrap, topics.name(INTERACTIONS)) - before
         return out
@@ -273,14 +297,24 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         t = Table(title="Ingestion throughput (events/s, broker-acknowledged)")
-        for c in ("path", "events/s", "vs raw", "p50 ms", "p99 ms", "server CPU µs/event"):
+        for c in (
+            "path",
+            "events/s",
+            "vs raw",
+            "p50 ms",
+            "p99 ms",
+            "server CPU µs/ev",
+            "all CPU µs/ev",
+            "idle 2-core proj.",
+        ):
             t.add_column(c, justify="left" if c == "path" else "right")
-        t.add_row("raw confluent-kafka producer", f"{raw:,.0f}", "1.00", "", "", "")
-        t.add_row("importer (clean+encode+produce)", f"{direct:,.0f}", f"{direct / raw:.2f}", "", "", "")
+        t.add_row("raw confluent-kafka producer", f"{raw:,.0f}", "1.00", "", "", "", "", "")
+        t.add_row("importer (clean+encode+produce)", f"{direct:,.0f}", f"{direct / raw:.2f}", "", "", "", "", "")
         for k, r in http_runs.items():
             t.add_row(f"HTTP POST /v1/events, {k} worker(s)", f"{r['events_per_s']:,.0f}",
                       f"{r['events_per_s'] / raw:.2f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                      f"{r['server_cpu_us_per_event']:.1f}")  # fmt: skip
+                      f"{r['server_cpu_us_per_event']:.1f}", f"{r['total_cpu_us_per_event']:.1f}",
+                      f"{r['projected_idle_events_per_s'] or 0:,.0f}")  # fmt: skip
         console.print(t)
         console.print(f"wrote {out.relative_to(ROOT)}")
     finally:
