@@ -32,7 +32,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 _BOOTSTRAP = typer.Option(None, "--bootstrap", "-b", help="Brokers (default: RECMESH_KAFKA__BOOTSTRAP_SERVERS).")
 _PREFIX = typer.Option(None, "--prefix", help="Topic prefix (default: RECMESH_KAFKA__TOPIC_PREFIX).")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
-_TIMEOUT = 15.0
+_TIMEOUT = 30.0
 OffsetSpec: Any = _OffsetSpec
 _NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group never committed on that partition
 
