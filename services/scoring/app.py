@@ -89,7 +89,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + s.registry_poll_s
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 assert self.engine is not None
                 await self.engine.refresh_popular()
                 if self.grpc is not None:
@@ -97,6 +97,8 @@ class Runtime:
                 if s.registry_poll_s and loop.time() >= next_poll and self.loaded.is_set():
                     next_poll = loop.time() + s.registry_poll_s
                     await asyncio.to_thread(self.models.refresh_from_registry)
+            except Exception:  # the loop must survive anything; the next tick retries
+                log.exception("background refresh failed")
             await asyncio.sleep(min(s.popular_refresh_s, 1.0) if not (self.engine and self.engine.ready) else
                                 s.popular_refresh_s)  # fmt: skip
 
