@@ -414,6 +414,20 @@ class ModelArtifact:
             return out
         indices = np.asarray(weights.indices)
         data = np.asarray(weights.data)
+        if self.kind == "vectors" and self.item_vectors is not None and self.encoder.get("type") != "popularity":
+            # one GEMM for the batch instead of a mat-vec per user (same numbers as score_history)
+            users = np.zeros((n_rows, self.dim), dtype=np.float32)
+            empty = np.diff(indptr) == 0
+            for r in np.flatnonzero(~empty):
+                lo, hi = int(indptr[r]), int(indptr[r + 1])
+                users[r] = self.user_vector_from_history(indices[lo:hi], data[lo:hi])
+            np.matmul(users, self.item_vectors.T, out=out)
+            blend = float(self.encoder.get("popularity_blend", 0.0) or 0.0)
+            if blend:
+                out += np.float32(blend) * self._popularity_norm()[None, :]
+            if empty.any():
+                out[empty] = self.popularity
+            return out
         for r in range(n_rows):
             lo, hi = int(indptr[r]), int(indptr[r + 1])
             out[r] = self.score_history(indices[lo:hi], data[lo:hi])
