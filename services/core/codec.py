@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any, Generic, TypeVar, cast
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from recmesh.core.avro_encoder import Decoder, Encoder, compile_decoder, compile_encoder
 from recmesh.core.errors import DecodeError, SchemaError
 from recmesh.core.events import EVENT_CLASSES, from_record, record_builder, to_record
 
@@ -116,11 +114,8 @@ def schema_store() -> SchemaStore:
 class AvroCodec(Generic[T]):
     """Single-object-encoding codec for one event class.
 
-    Encoding uses an encoder generated for the newest schema (:mod:`recmesh.core.avro_encoder`,
-    byte-identical to fastavro and several times faster), falling back to fastavro for objects
-    of another class or schemas the generator does not cover. Decoding finds the writer schema
-    by fingerprint: data written with the newest version goes through the generated decoder,
-    older versions through fastavro's schema resolution.
+    Encoding and decoding are fastavro's (compiled); decoding finds the writer schema by
+    fingerprint and lets fastavro resolve older versions to the newest.
     """
 
     def __init__(self, cls: type[T], store: SchemaStore | None = None) -> None:
@@ -130,26 +125,20 @@ class AvroCodec(Generic[T]):
         self._prefix = MAGIC + self.reader.fingerprint
         self._writer = fastavro.schemaless_writer
         self._read = fastavro.schemaless_reader
-        self._fast: Encoder | None = compile_encoder(_strip_logical(self.reader.raw))
         # fingerprint -> (writer schema, reader schema or None when they are the same)
         self._readers: dict[bytes, tuple[Any, Any]] = {
             v.fingerprint: (v.parsed, None if v is self.reader else self.reader.parsed)
             for v in self.store.versions[self.reader.fullname]
         }
-        self._fast_decode: Decoder | None = compile_decoder(_strip_logical(self.reader.raw))
         self._from_record = record_builder(cls)
 
     def encode(self, event: T, topic: str | None = None) -> bytes:
-        if self._fast is not None and type(event) is self.cls:
-            out = bytearray(self._prefix)
-            try:
-                self._fast(event, out)
-            except (AttributeError, TypeError, KeyError, ValueError, OverflowError, struct.error) as exc:
-                raise ValueError(f"{self.cls.__name__} does not fit its schema: {type(exc).__name__}: {exc}") from exc
-            return bytes(out)
         buf = io.BytesIO()
         buf.write(self._prefix)
-        self._writer(buf, self.reader.parsed, to_record(event))
+        try:
+            self._writer(buf, self.reader.parsed, to_record(event))
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"{self.cls.__name__} does not fit its schema: {type(exc).__name__}: {exc}") from exc
         return buf.getvalue()
 
     def decode_record(self, data: bytes) -> dict[str, Any]:
@@ -164,12 +153,9 @@ class AvroCodec(Generic[T]):
                 raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
             raise DecodeError(f"record {writer.fullname} where {self.reader.fullname} was expected")
         try:
-            if schemas[1] is None and self._fast_decode is not None:
-                rec: Any = self._fast_decode(data, 10)
-            else:
-                buf = io.BytesIO(data)
-                buf.seek(10)
-                rec = self._read(buf, schemas[0], schemas[1])
+            buf = io.BytesIO(data)
+            buf.seek(10)
+            rec = self._read(buf, schemas[0], schemas[1])
         except Exception as exc:  # fastavro raises many types on truncated or corrupt bodies
             raise DecodeError(f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
         return cast(dict[str, Any], rec)
