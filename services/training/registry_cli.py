@@ -59,7 +59,9 @@ def list_models(
     reg = Registry(registry or _settings().registry.uri)
     names = [name] if name else reg.models()
     table = Table(title=f"registry {reg.uri}")
-    for col in ("model", "version", "status", metric, "data", "created", "note"):
+    for col in ("model", "version", "status"):
+        table.add_column(col, no_wrap=True)
+    for col in (metric, "data", "created", "note"):
         table.add_column(col, overflow="fold")
     for n in names:
         champ = reg.state(n).get("champion")
@@ -149,6 +151,11 @@ def rollback_cmd(
 
 
 # --------------------------------------------------------------------------- train
+@train_app.callback()
+def _train_group() -> None:
+    """Train and register models (a group, so ``recmesh train run`` stays ``run`` as commands grow)."""
+
+
 def _parse_time(value: str | None) -> int | None:
     """Epoch ms, an ISO date/time (UTC), or a relative ``-7d`` / ``-12h``."""
     if value is None:
