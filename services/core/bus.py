@@ -20,6 +20,7 @@ commits and closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -150,7 +151,16 @@ class EventProducer:
         on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Enqueue pre-encoded bytes; raises :class:`Backpressure` when the local queue is full."""
-        cb = self._delivery(topic, on_delivery)
+        self._produce(topic, value, key, headers, self._delivery(topic, on_delivery))
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        cb: DeliveryCallback,
+    ) -> None:
         hdrs = cast(list[tuple[str, str | bytes | None]] | None, headers)
         try:
             self._producer.produce(topic, value, key, headers=hdrs, on_delivery=cb)
@@ -188,33 +198,40 @@ class EventProducer:
         reported as ``"backpressure"``. Requires :meth:`start` (the poll thread).
         """
         loop = asyncio.get_running_loop()
-        results: list[str | None] = [None] * len(events)
-        if not events:
+        n = len(events)
+        results: list[str | None] = [None] * n
+        if not n:
             return results
         done: asyncio.Future[None] = loop.create_future()
         lock = threading.Lock()
-        pending = [len(events)]
+        pending = [n]
+        topic = self.topic_name(spec)
+        produced, failed = m.PRODUCED.labels(topic), m.PRODUCE_FAILED.labels(topic)
+        # One callback for the whole batch (no closure per message); the index of a failed
+        # message is looked up by its bytes, which only happens on the rare failure path.
+        values: list[bytes | None] = [None] * n
 
         def resolve() -> None:
             if not done.done():
                 done.set_result(None)
 
-        def finish(n: int) -> None:
+        def finish(k: int) -> None:
             with lock:
-                pending[0] -= n
+                pending[0] -= k
                 last = pending[0] == 0
             if last and not loop.is_closed():
                 loop.call_soon_threadsafe(resolve)
 
-        def make_cb(i: int) -> DeliveryCallback:
-            def cb(err: KafkaError | None, msg: Message) -> None:
-                if err is not None:
-                    results[i] = str(err)
-                finish(1)
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                produced.inc()
+            else:
+                failed.inc()
+                log.error("delivery failed", extra={"topic": topic, "error": str(err)})
+                with contextlib.suppress(ValueError):
+                    results[values.index(msg.value())] = str(err)
+            finish(1)
 
-            return cb
-
-        topic = self.topic_name(spec)
         enqueued = 0
         for i, ev in enumerate(events):
             try:
@@ -223,15 +240,16 @@ class EventProducer:
                 results[i] = f"invalid event: {type(exc).__name__}: {exc}"
                 finish(1)
                 continue
+            values[i] = value
             try:
-                self.produce_raw(topic, value, _key_of(spec, ev), None, make_cb(i))
+                self._produce(topic, value, _key_of(spec, ev), None, on_delivery)
             except Backpressure:
                 if enqueued == 0:
                     raise
                 # The enqueued prefix is still delivered and reported; the rest is refused.
-                for j in range(i, len(events)):
+                for j in range(i, n):
                     results[j] = "backpressure"
-                finish(len(events) - i)
+                finish(n - i)
                 break
             except KafkaException as exc:  # e.g. message larger than message.max.bytes
                 results[i] = str(exc)
