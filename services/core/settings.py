@@ -33,7 +33,11 @@ class KafkaSettings(BaseModel):
     producer_linger_ms: float = Field(5.0, ge=0, description="linger.ms: batching delay for producers.")
     consumer_batch_size: int = Field(500, ge=1, description="Max messages handed to a handler per poll.")
     consumer_poll_timeout_s: float = Field(0.05, gt=0, description="Poll timeout of the consumer runner.")
-    max_retries: int = Field(5, ge=0, description="Handler retries for transient errors before DLQ.")
+    max_retries: int = Field(
+        5,
+        ge=0,
+        description="Retries of a failing handler before the DLQ (transient errors retry until they pass).",
+    )
     retry_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles each retry.")
 
     def client_config(self) -> dict[str, str]:
@@ -89,9 +93,7 @@ class AuthSettings(BaseModel):
 class ServiceSettings(BaseSettings):
     """Settings every service shares. Build once in the entry point with ``ServiceSettings()``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RECMESH_", env_nested_delimiter="__", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="RECMESH_", env_nested_delimiter="__", extra="ignore", frozen=True)
 
     env: Literal["dev", "test", "prod"] = Field("dev", description="dev/test allow open auth.")
     service_name: str = Field("recmesh", description="Name in logs, metrics and client ids.")
