@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recmesh.core.bus import ConsumerRunner, EventProducer, Record, Subscription
+from recmesh.core.errors import TransientError
 from recmesh.core.metrics import Counter, Gauge, Histogram
 from recmesh.core.settings import KafkaSettings
 from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, TopicRegistry, TopicSpec
@@ -284,7 +285,11 @@ class LakeSink:
 
     def _handler(self, spec: TopicSpec) -> Any:
         def handle(records: list[Record[Any]]) -> None:
-            written = self.writer.write_batch(spec.name, records)
+            try:
+                written = self.writer.write_batch(spec.name, records)
+            except OSError as exc:
+                # storage down or full: retry forever without committing, never dead-letter good events
+                raise TransientError(f"lake write failed: {exc}") from exc
             rows = sum(w.rows for w in written)
             with self._lock:
                 self.rows_written += rows
