@@ -109,6 +109,26 @@ def post_batches(client: httpx.Client, path: str, rows: list[dict[str, Any]], la
     return accepted
 
 
+def wait_for_lake(lake: Path, expected: int, timeout_s: float = 120.0) -> None:
+    """Wait until the training service's lake sink has written ``expected`` interactions."""
+    from recmesh.training.lake import read_lake
+
+    deadline = time.monotonic() + timeout_s
+    rows = 0
+    with console.status("waiting for the lake sink…") as status:
+        while time.monotonic() < deadline:
+            try:
+                rows = len(read_lake(str(lake)))
+            except (FileNotFoundError, ValueError):
+                rows = 0
+            status.update(f"lake holds {rows:,} of {expected:,} interactions")
+            if rows >= expected:
+                console.print(f"lake: {rows:,} interactions in Parquet under {lake}")
+                return
+            time.sleep(1.0)
+    raise SystemExit(f"the lake sink wrote {rows:,} of {expected:,} interactions in {timeout_s:.0f}s")
+
+
 def recommendations(cfg: StackConfig, user: str, k: int = 5) -> dict[str, Any]:
     r = httpx.get(f"{cfg.url('scoring')}/v1/users/{user}/recommendations", params={"k": k, "exclude_seen": "true"},
                   timeout=5)  # fmt: skip
@@ -147,18 +167,25 @@ def run_demo(data: str | None = None, keep_running: bool = True) -> None:
     console.print(f"{n:,} events accepted")
 
     console.rule("[bold]4. train the default recipe from the lake, evaluate, gate, promote")
-    cmd = [sys.executable, "-m", "recmesh.cli", "train", "run", "--model", "default", "--from-lake",
-           "--wait-rows", str(len(events)), "--tune-trials", "6", "--promote", "--report",
-           str(cfg.data / "reports" / "demo.html")]  # fmt: skip
     env = cfg.service_env("training")
-    r = subprocess.run(cmd, env=env)
+    wait_for_lake(Path(env["RECMESH_TRAINING__LAKE_URI"]), len(events))
+    report = cfg.data / "reports" / "demo.html"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    inter_file = _find(d, "*.inter", "u.data")
+    console.print("[bold]offline comparison against the baselines (same ratings, per-user temporal split)")
+    cli = [sys.executable, "-m", "recmesh.cli"]
+    baselines = "popularity,itemknn,als,ease,default"
+    subprocess.run([*cli, "model", "evaluate", "--interactions", str(inter_file), "--split", "per-user-temporal:0.2",
+                    "--models", baselines, "--report", str(report)], env=env, check=True)  # fmt: skip
+    r = subprocess.run([*cli, "train", "run", "--model", "default", "--from-lake", "--tune-trials", "4", "--promote"],
+                       env=env)  # fmt: skip
     if r.returncode != 0:
         raise SystemExit("training failed (see above)")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             ready = httpx.get(cfg.url("scoring") + "/readyz", timeout=2)
-            if ready.status_code == 200 and ready.json().get("model_version"):
+            if ready.status_code == 200 and ready.json().get("models"):
                 break
         except httpx.HTTPError:
             pass
