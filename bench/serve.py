@@ -118,7 +118,7 @@ async def _loadgen(port: int, rate: float, duration: float, kind: str, n_users: 
             "max_ms": fin(good[-1] * 1000 if good else float("nan")), "connections": opened[0]}  # fmt: skip
 
 
-def settle(port: int, timeout: float = 30.0) -> None:
+def settle(port: int, timeout: float = 60.0) -> None:
     """Wait until the server has drained the previous phase (a quick /healthz answers in < 5 ms)."""
     import httpx
 
@@ -127,7 +127,11 @@ def settle(port: int, timeout: float = 30.0) -> None:
         fast = 0
         while fast < 5 and time.monotonic() < deadline:
             t = time.perf_counter()
-            c.get("/healthz")
+            try:
+                c.get("/healthz")
+            except httpx.HTTPError:  # still draining an overload: keep waiting
+                fast = 0
+                continue
             fast = fast + 1 if time.perf_counter() - t < 0.005 else 0
             time.sleep(0.05)
     time.sleep(0.5)
