@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 console = Console(stderr=True)
 
 SERVICES = ("ingestion", "feedback", "personalization", "training", "scoring")
+# Popen objects of the services this process started: kept so they are reaped on stop (and not
+# garbage-collected while running, which Python reports as a ResourceWarning).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 DEFAULT_PORTS = {"scoring": 8000, "ingestion": 8001, "feedback": 8002, "personalization": 8003, "training": 8004}
 
 
@@ -143,6 +146,7 @@ def start_service(cfg: StackConfig, service: str) -> int:
         cwd=ROOT, start_new_session=True,
     )  # fmt: skip
     log.close()
+    _CHILDREN[proc.pid] = proc
     pidfile.write_text(str(proc.pid))
     return proc.pid
 
@@ -186,13 +190,22 @@ def stop_service(cfg: StackConfig, service: str, timeout: float = 20.0) -> None:
     if pid:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
+        child = _CHILDREN.get(pid)
+
+        def alive() -> bool:
+            # Our own child lingers as a zombie until reaped, so ask Popen rather than kill(0).
+            return child.poll() is None if child is not None else _pid_alive(pidfile) is not None
+
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pidfile):
+        while time.monotonic() < deadline and alive():
             time.sleep(0.1)
-        if _pid_alive(pidfile):
+        if alive():
             console.print(f"{service}: no clean exit in {timeout:.0f}s, killing")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        if child is not None:
+            child.wait(timeout=10)
+            _CHILDREN.pop(pid, None)
     pidfile.unlink(missing_ok=True)
 
 
