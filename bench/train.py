@@ -5,7 +5,7 @@ popularity, power-law user activity, a latent group structure so the model has s
 learn) is first written to a Parquet lake laid out exactly as the sink writes it. Then, timed:
 
 * ``pipeline`` — ``run_training`` end to end: read the lake, build the dataset and the matrix,
-  split, fit ALS, evaluate (full ranking over a seeded sample of ``--eval-users`` test users),
+  split, fit ALS, evaluate (full ranking over a seeded sample of ``--eval-users`` (1000) test users),
   write the artifact and register it (gate included; the registry starts empty);
 * ``raw implicit`` — ``implicit``'s ALS ``fit`` alone on the same training matrix with the same
   parameters, in the same run (the baseline): ``overhead_ratio = pipeline / raw`` (target ≤ 1.5);
@@ -117,7 +117,8 @@ def main() -> None:
     ap.add_argument("--interactions", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--items", type=int, default=20_000)
-    ap.add_argument("--eval-users", type=int, default=2000)
+    ap.add_argument("--eval-users", type=int, default=1000)
+    ap.add_argument("--spark-iterations", type=int, default=5)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-spark", action="store_true")
     ap.add_argument("--torch-threads", type=int, default=1)
@@ -142,12 +143,16 @@ def main() -> None:
         raw = min(raw_implicit_seconds(train_matrix, ALS_PARAMS, seed) for _ in range(2))
         del df
 
-        reg = Registry(str(work / "registry"))
-        req = TrainRequest("als", params=dict(ALS_PARAMS), lake_uri=lake_uri, seed=seed,
-                           eval_max_users=args.eval_users, gate=GateConfig())  # fmt: skip
-        t0 = time.perf_counter()
-        res = run_training(req, reg, None)
-        pipeline_s = time.perf_counter() - t0
+        # best of 2 on both sides: the machine is shared, contention only ever adds time
+        runs = []
+        for rep in range(2):
+            reg = Registry(str(work / f"registry{rep}"))  # empty registry: the first version, no champion
+            req = TrainRequest("als", params=dict(ALS_PARAMS), lake_uri=lake_uri, seed=seed,
+                               eval_max_users=args.eval_users, gate=GateConfig())  # fmt: skip
+            t0 = time.perf_counter()
+            res = run_training(req, reg, None)
+            runs.append((time.perf_counter() - t0, res))
+        pipeline_s, res = min(runs, key=lambda r: r[0])
         result["pipeline"] = {"seconds": round(pipeline_s, 3), "timings": res.timings,
                               "ndcg@10": res.metrics.get("ndcg@10"), "recall@10": res.metrics.get("recall@10"),
                               "eval_users": res.metrics.get("eval_users"), "version": res.version}  # fmt: skip
@@ -175,9 +180,13 @@ def main() -> None:
                 spark_session(SparkALSConfig())
                 session_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                fit_model("spark_als", split.train, {**ALS_PARAMS, "seed": seed})
-                result["spark_als"] = {"fit_seconds": round(time.perf_counter() - t0, 3),
-                                       "session_start_seconds": round(session_s, 3)}  # fmt: skip
+                spark_params = {**ALS_PARAMS, "iterations": args.spark_iterations, "seed": seed}
+                fit_model("spark_als", split.train, spark_params)
+                result["spark_als"] = {
+                    "fit_seconds": round(time.perf_counter() - t0, 3),
+                    "session_start_seconds": round(session_s, 3),
+                    "params": spark_params,
+                }
                 stop_spark()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -189,7 +198,7 @@ def main() -> None:
     table.add_column("seconds", justify="right")
     table.add_column("note")
     table.add_row("raw implicit ALS fit", f"{raw:.2f}", "baseline, same matrix and params (best of 2)")
-    table.add_row("full pipeline", f"{pipeline_s:.2f}", f"overhead ratio {result['overhead_ratio']:.2f} (target ≤ 1.5)")
+    table.add_row("full pipeline", f"{pipeline_s:.2f}", f"best of 2; overhead ratio {result['overhead_ratio']:.2f} (target ≤ 1.5)")
     for k, v in res.timings.items():
         if k != "total":
             table.add_row(f"  {k}", f"{v:.2f}", "")
@@ -198,7 +207,8 @@ def main() -> None:
         table.add_row("sasrec, per epoch", f"{per_epoch:.2f}", "PyTorch CPU, sampled softmax")
     if "spark_als" in result:
         s = result["spark_als"]
-        table.add_row("spark_als fit", f"{s['fit_seconds']:.2f}", f"+ {s['session_start_seconds']:.1f}s session start")
+        note = f"{s['params']['iterations']} iterations, + {s['session_start_seconds']:.1f}s session start"
+        table.add_row("spark_als fit", f"{s['fit_seconds']:.2f}", note)
     console.print(table)
     console.print(f"ndcg@10 {result['pipeline']['ndcg@10']:.4f} on {int(result['pipeline']['eval_users'])} "
                   f"sampled test users; wrote {RESULT.relative_to(ROOT)}")  # fmt: skip

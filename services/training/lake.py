@@ -43,6 +43,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from recmesh.core.bus import ConsumerRunner, EventProducer, Record, Subscription
@@ -370,15 +371,18 @@ def read_lake_detailed(
         cols.append("event_id")
     tables: list[pa.Table] = []
     corrupt: list[str] = []
-    for path in files:
-        try:
-            with fs.open(path, "rb") as fh:
-                tables.append(pq.read_table(fh, columns=cols))
-        except Exception as exc:  # a torn or foreign file must not stop training
-            corrupt.append(path)
-            LAKE_CORRUPT.inc()
-            log.warning("skipping unreadable lake file", extra={"path": path, "error": str(exc)[:200]})
-    if tables:
+    try:  # fast path: one multi-threaded scan over every file
+        tables.append(pads.dataset(files, filesystem=fs, format="parquet", schema=schema).to_table(columns=cols))
+    except Exception:  # some file is unreadable: read one by one to find and skip it
+        for path in files:
+            try:
+                with fs.open(path, "rb") as fh:
+                    tables.append(pq.read_table(fh, columns=cols))
+            except Exception as exc:  # a torn or foreign file must not stop training
+                corrupt.append(path)
+                LAKE_CORRUPT.inc()
+                log.warning("skipping unreadable lake file", extra={"path": path, "error": str(exc)[:200]})
+    if tables and files:
         table = pa.concat_tables(tables, promote_options="default")
     else:
         table = pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in cols]))
