@@ -46,7 +46,8 @@ os.environ.setdefault("RECMESH_TEST_REDIS_PORT", "26380")
 TRIALS = int(os.environ.get("BENCH_TRIALS", "250"))
 LOAD_RATE = float(os.environ.get("BENCH_LOAD_RATE", "1200"))
 POLL_S = 0.005
-TRIAL_TIMEOUT_S = 5.0
+TRIAL_TIMEOUT_S = float(os.environ.get("BENCH_TRIAL_TIMEOUT_S", "2.0"))
+IDLE_TRIALS = int(os.environ.get("BENCH_IDLE_TRIALS", "30"))
 TARGET_P50_MS, TARGET_P99_MS = 50.0, 250.0
 OUT = ROOT / "bench" / "results" / "freshness.json"
 DATA = ROOT / ".cache" / "data" / "ml-100k" / "ml-100k.inter"
@@ -249,17 +250,19 @@ class LagSampler:
         self.meta.close()
 
 
-def run_trials(ing_url: str, score_url: str, users: list[str], probe: TransportProbe) -> dict[str, Any]:
+def run_trials(
+    ing_url: str, score_url: str, users: list[str], probe: TransportProbe, trials: int, seed: int
+) -> dict[str, Any]:
     import httpx
 
-    rng = random.Random(11)
+    rng = random.Random(seed)
     fresh: list[float] = []
     transport: list[float] = []
     polls: list[int] = []
     timeouts = 0
     skipped = 0
     with httpx.Client(timeout=5) as ing, httpx.Client(base_url=score_url, timeout=5) as sc:
-        for _ in range(TRIALS):
+        for _ in range(trials):
             user = rng.choice(users)
             path = f"/v1/users/{user}/recommendations"
             params = {"k": 10, "exclude_seen": "true"}
@@ -347,13 +350,15 @@ def main() -> None:  # noqa: C901 - one linear script
         probe.ready.wait(30)
         lag = LagSampler(kafka.address, topics.name(INTERACTIONS),
                          [f"fresh-{run}-feedback", f"fresh-{run}-personalization"])  # fmt: skip
+        console.print(f"{IDLE_TRIALS} trials without background load")
+        idle = run_trials(ing_url, score_url, users, probe, IDLE_TRIALS, seed=5)
         load_out = work / "load.json"
         load = subprocess.Popen([sys.executable, __file__, "--load", ing_url, str(LOAD_RATE), str(load_out),
                                  json.dumps(items)])  # fmt: skip
         time.sleep(3.0)  # let the load settle
         console.print(f"background load {LOAD_RATE:.0f} events/s on; {TRIALS} trials")
         t0 = time.perf_counter()
-        res = run_trials(ing_url, score_url, users, probe)
+        res = run_trials(ing_url, score_url, users, probe, TRIALS, seed=11)
         trial_s = time.perf_counter() - t0
         load.send_signal(signal.SIGTERM)
         load.wait(30)
@@ -385,6 +390,10 @@ def main() -> None:  # noqa: C901 - one linear script
             "targets": {"p50_ms": TARGET_P50_MS, "p99_ms": TARGET_P99_MS},
             "met": bool(p50 is not None and p99 is not None and p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS
                         and res["timeouts"] == 0),
+            "idle": {"trials": len(idle["fresh_ms"]), "timeouts": idle["timeouts"],
+                     "p50_ms": pct(idle["fresh_ms"], 0.5), "p99_ms": pct(idle["fresh_ms"], 0.99),
+                     "max_ms": max(idle["fresh_ms"]) if idle["fresh_ms"] else None,
+                     "transport_floor_p50_ms": pct(idle["transport_ms"], 0.5)},
             "gorse_default_refresh_ms": 3_600_000,
             "params": {"poll_ms": POLL_S * 1000, "trial_timeout_s": TRIAL_TIMEOUT_S, "load_rate": LOAD_RATE,
                        "trial_seconds": round(trial_s, 1), "model": f"als@{version} (implicit, ML-100K, 32 factors)",
@@ -397,10 +406,15 @@ def main() -> None:  # noqa: C901 - one linear script
         for c in ("path", "p50", "p99", "max", "n"):
             t.add_column(c, justify="left" if c == "path" else "right")
         fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        i_f, i_t = idle["fresh_ms"], idle["transport_ms"]
+        t.add_row("no load: transport floor", fmt(pct(i_t, 0.5)), fmt(pct(i_t, 0.99)),
+                  fmt(max(i_t) if i_t else None), str(len(i_t)))  # fmt: skip
+        t.add_row("no load: recommendations changed", fmt(pct(i_f, 0.5)), fmt(pct(i_f, 0.99)),
+                  fmt(max(i_f) if i_f else None), f"{len(i_f)} (+{idle['timeouts']} timeouts)")  # fmt: skip
         t.add_row("transport floor (raw consumer sees the event)", fmt(t50), fmt(t99),
                   fmt(max(transport) if transport else None), str(len(transport)))  # fmt: skip
         t.add_row("recommendations changed (exclude_seen)", fmt(p50), fmt(p99),
-                  fmt(max(fresh) if fresh else None), str(len(fresh)))  # fmt: skip
+                  fmt(max(fresh) if fresh else None), f"{len(fresh)} (+{res['timeouts']} timeouts)")  # fmt: skip
         console.print(t)
         console.print(f"background {result['background_events_per_s']:,.0f} events/s; timeouts {res['timeouts']}; "
                       f"lag {lag_stats}; targets p50 ≤ {TARGET_P50_MS:.0f}, p99 ≤ {TARGET_P99_MS:.0f}: "

@@ -1,7 +1,9 @@
 """Wiring of the feedback service: Redis, the labels producer, one consumer runner, HTTP ops app.
 
-One runner (group ``feedback.group_id``) consumes ``interactions.v1``,
-``recommendations.served.v1`` and ``catalog.items.v1``. Interactions and served
+The main runner (group ``feedback.group_id``) consumes ``interactions.v1``,
+``recommendations.served.v1`` and ``catalog.items.v1``. A second runner (group
+``<group_id>-seen``) is the freshness fast lane: it only writes the seen items that
+scoring's ``exclude_seen`` reads, so they stay fresh while the counters lag. Interactions and served
 recommendations are both keyed by user id with the same partition count, so with the range
 assignor one replica owns a user's clicks and impressions. Shutdown (SIGTERM): stop the
 runner (finishes its batch and commits), join it, flush the producer, close Redis.
@@ -54,21 +56,33 @@ class FeedbackService:
             producer=self.producer, schema_registry_url=settings.schema_registry_url,
             client_id="feedback", extra_config=extra,
         )  # fmt: skip
-        self._thread: threading.Thread | None = None
+        self.seen_runner = None
+        if s.seen_fast_lane:
+            self.seen_runner = ConsumerRunner(
+                self.kafka, self.topics, f"{s.group_id}-seen",
+                [Subscription(INTERACTIONS, self.handler.handle_seen, dlq=False)],
+                producer=self.producer, schema_registry_url=settings.schema_registry_url,
+                client_id="feedback-seen",
+                extra_config={**extra, **({"group.instance.id": f"{s.group_instance_id}-seen"}
+                                          if s.group_instance_id else {})},
+            )  # fmt: skip
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> FeedbackService:
-        self._thread = self.runner.start_thread()
+        self._threads = [r.start_thread() for r in (self.runner, self.seen_runner) if r is not None]
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self.runner.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for r in (self.runner, self.seen_runner):
+            if r is not None:
+                r.stop()
+        for t in self._threads:
+            t.join(timeout)
         self.producer.close(10)
         self.redis.close()
 
     def ready_check(self) -> tuple[bool, dict[str, Any]]:
-        ok = self.runner.ready.is_set()
+        ok = self.runner.ready.is_set() and (self.seen_runner is None or self.seen_runner.ready.is_set())
         details: dict[str, Any] = {"consumers": "assigned" if ok else "starting",
                                    "consumer_lag": self.runner.total_lag()}  # fmt: skip
         try:

@@ -10,8 +10,9 @@ in one MULTI/EXEC (:meth:`Deduper.apply`): a crash or a replay never counts an e
 Redis state written (owner: feedback):
 
 * ``Keys.seen(user)`` — sorted set item → last interaction ms, capped at ``redis.seen_max``
-  (oldest dropped), TTL ``redis.seen_ttl_s``. Scoring's ``exclude_seen`` reads it, so it is
-  written in the same transaction as everything else but nothing waits for slower work.
+  (oldest dropped), TTL ``redis.seen_ttl_s``. Scoring's ``exclude_seen`` reads it, so it has a
+  fast lane (:meth:`FeedbackHandler.handle_seen`, a consumer group of its own doing nothing
+  else) that keeps it fresh even while the counters lag; the main lane writes it too.
 * ``Keys.popularity()`` and ``Keys.trending(window[, category])`` — sorted sets of log-space
   decayed counts (``recmesh.core.realtime``): half-life ``popularity_half_life_s`` and one per
   trending window; event *timestamps* (not arrival) drive the decay, so replays are exact.
@@ -325,6 +326,40 @@ class FeedbackHandler:
             k = self._keys[tenant] = Keys(tenant)
         return k
 
+    # -- interactions: the seen-items fast lane ----------------------------------------------
+    def handle_seen(self, records: list[Record[Interaction]]) -> None:
+        """Only ``Keys.seen`` (scoring's exclude_seen), in a consumer group of its own.
+
+        ``ZADD GT`` of the event time is idempotent by construction (a replay writes the same
+        maximum), so this lane needs no dedupe round trips and never waits behind the heavier
+        counters when they lag: one pipelined write per batch.
+        """
+        by_actor: dict[tuple[str, str], dict[str, int]] = {}
+        newest = 0
+        for r in records:
+            e = r.value
+            if e is None:
+                continue
+            a = actor_id(e.user_id, e.session_id, e.context)
+            if a is None:
+                continue
+            latest = by_actor.setdefault((e.tenant, a), {})
+            latest[e.item_id] = max(e.timestamp, latest.get(e.item_id, 0))
+            newest = max(newest, e.timestamp)
+        if not by_actor:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        self._write_seen(pipe, by_actor)
+        pipe.execute()
+        SEEN_LAG.observe(max(0, now_ms() - newest) / 1000.0)
+
+    def _write_seen(self, p: Any, by_actor: dict[tuple[str, str], dict[str, int]]) -> None:
+        for (t, a), latest in by_actor.items():
+            sk = self.k(t).seen(a)
+            p.zadd(sk, latest, gt=True)
+            p.zremrangebyrank(sk, 0, -(self.rs.seen_max + 1))
+            p.expire(sk, self.rs.seen_ttl_s)
+
     # -- interactions ------------------------------------------------------------------------
     def handle_interactions(self, records: list[Record[Interaction]]) -> None:
         events = [r.value for r in records if r.value is not None]
@@ -419,10 +454,8 @@ class FeedbackHandler:
 
         ids = [(e.event_id, e.tenant) for e in fresh]
         self.dedupe.apply(ids, write)
-        now = now_ms()
         for e in fresh:
             EVENTS.labels(e.event_type).inc()
-            SEEN_LAG.observe(max(0, now - e.timestamp) / 1000.0)
         self._observe(results)
 
     def _write_interactions(
@@ -435,15 +468,13 @@ class FeedbackHandler:
         parked: list[tuple[str, str, Engagement]],
     ) -> None:
         rs = self.rs
-        # the freshness path first: scoring's exclude_seen reads these
-        for (t, a), evs in by_actor.items():
-            sk = self.k(t).seen(a)
-            latest: dict[str, int] = {}
+        # seen here too (idempotent): the co-visitation history must not depend on the fast lane's progress
+        latest: dict[tuple[str, str], dict[str, int]] = {}
+        for key, evs in by_actor.items():
+            d = latest.setdefault(key, {})
             for e in evs:
-                latest[e.item_id] = max(e.timestamp, latest.get(e.item_id, 0))
-            p.zadd(sk, latest, gt=True)
-            p.zremrangebyrank(sk, 0, -(rs.seen_max + 1))
-            p.expire(sk, rs.seen_ttl_s)
+                d[e.item_id] = max(e.timestamp, d.get(e.item_id, 0))
+        self._write_seen(p, latest)
         if zsets:
             zkeys = list(zsets)
             args: list[Any] = [self.s.counters_max_items, rs.counters_ttl_s]

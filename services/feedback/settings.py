@@ -20,7 +20,10 @@ class FeedbackSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    group_id: str = Field("recmesh-feedback", description="Consumer group.")
+    group_id: str = Field("recmesh-feedback", description="Consumer group (the seen fast lane adds '-seen').")
+    seen_fast_lane: bool = Field(
+        True, description="Update seen items in a consumer group of their own (fresh exclude_seen under load)."
+    )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
         description="Popularity/trending weight per event type; <= 0 does not count.",

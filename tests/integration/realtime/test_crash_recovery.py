@@ -69,7 +69,7 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
         "RECMESH_ENV": "test", "RECMESH_TENANT": tenant, "RECMESH_LOG_JSON": "true",
         "RECMESH_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "RECMESH_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "RECMESH_REDIS__URL": settings.redis.url, "RECMESH_REDIS__RECENT_ITEMS_MAX": "1000",
+        "RECMESH_REDIS__URL": settings.redis.url, "RECMESH_REDIS__RECENT_ITEMS_MAX": "100000",
         "RECMESH_REGISTRY__URI": str(tmp_path / "registry"), "RECMESH_HTTP__PORT": "0",
         "RECMESH_FEEDBACK__GROUP_ID": group_id + "-fb", "RECMESH_FEEDBACK__GROUP_INSTANCE_ID": "fb-0",
         "RECMESH_PERSONALIZATION__GROUP_ID": group_id + "-pz", "RECMESH_PERSONALIZATION__GROUP_INSTANCE_ID": "pz-0",
@@ -79,17 +79,23 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     t0 = now_ms()
     types = list(WEIGHTS)
     events = [Interaction(f"e{n}", f"u{n % 10}", f"i{(n * 7) % 23}", types[n % 3], None, t0 + n, tenant=tenant)
-              for n in range(2400)]  # fmt: skip
+              for n in range(20_000)]  # fmt: skip
+    sent = [40]  # events[:sent[0]] are on the topic
+    killed = threading.Event()
     procs = [spawn("recmesh.feedback", env, tmp_path / "fb.log"),
              spawn("recmesh.personalization", env, tmp_path / "pz.log")]  # fmt: skip
 
     def stream() -> None:
         producer = EventProducer(settings.kafka, TopicRegistry(prefix=settings.kafka.topic_prefix), client_id="t")
-        for lo in range(40, len(events), 20):  # a steady ~1,000 events/s keeps both services busy
-            for e in events[lo : lo + 20]:
+        after_kill = 0
+        # a steady ~600 events/s keeps both services busy, until a while after both were killed
+        while sent[0] < len(events) and after_kill < 300:
+            for e in events[sent[0] : sent[0] + 20]:
                 producer.send(INTERACTIONS, e)
             producer.flush(10)
-            time.sleep(0.02)
+            sent[0] += 20
+            after_kill += 20 if killed.is_set() else 0
+            time.sleep(0.03)
         producer.close()
 
     producer = threading.Thread(target=stream)
@@ -106,14 +112,17 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
             kill_with_uncommitted_work(procs[0], fb_applied, lambda: committed(admin, group_id + "-fb", topic)),
             kill_with_uncommitted_work(procs[1], pz_applied, lambda: committed(admin, group_id + "-pz", topic)),
         ]
-        assert max(applied_at_kill) < len(events), "killed after the end of the stream: make it longer"
+        killed.set()
+        assert max(applied_at_kill) < sent[0], "killed after the end of the stream"
+        env["RECMESH_KAFKA__CONSUMER_BATCH_SIZE"] = "500"  # small batches only to make the kill window frequent
         procs = [spawn("recmesh.feedback", env, tmp_path / "fb.log"),
                  spawn("recmesh.personalization", env, tmp_path / "pz.log")]  # fmt: skip
         producer.join(60)
+        events = events[: sent[0]]
         per_user = Counter(e.user_id for e in events)
         wait_until(lambda: all(redis_client.llen(k.recent_items(u)) >= n for u, n in per_user.items()),
-                   timeout=60, what="personalization caught up")  # fmt: skip
-        wait_until(lambda: fb_applied() >= len(events), timeout=60, what="feedback caught up")
+                   timeout=120, what="personalization caught up")  # fmt: skip
+        wait_until(lambda: fb_applied() >= len(events), timeout=120, what="feedback caught up")
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:  # a clean shutdown; uvicorn re-raises the signal it handled as the exit status
