@@ -349,7 +349,8 @@ def main() -> None:  # noqa: C901 - one linear script
         probe = TransportProbe(kafka.address, topics.name(INTERACTIONS))
         probe.ready.wait(30)
         lag = LagSampler(kafka.address, topics.name(INTERACTIONS),
-                         [f"fresh-{run}-feedback", f"fresh-{run}-personalization"])  # fmt: skip
+                         [f"fresh-{run}-feedback", f"fresh-{run}-feedback-seen",
+                          f"fresh-{run}-personalization"])  # fmt: skip
         console.print(f"{IDLE_TRIALS} trials without background load")
         idle = run_trials(ing_url, score_url, users, probe, IDLE_TRIALS, seed=5)
         load_out = work / "load.json"
