@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import hiredis
 import orjson
+import redis.asyncio as aioredis
 import redis.exceptions as rex
-from redis.asyncio.connection import parse_url
 
 from recmesh.core.settings import RedisSettings
 from recmesh.core.store import Keys
@@ -58,90 +57,24 @@ def parse_recent(raw: list[bytes] | None) -> list[tuple[str, int]]:
     return out
 
 
-def _pack(args: tuple[Any, ...]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        b = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
+class RedisPipeliner:
+    """Batches of read commands in one round trip over ``redis.asyncio`` (non-transactional)."""
 
-
-class _Conn:
-    __slots__ = ("parser", "reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.parser = hiredis.Reader()
-
-
-class RespPool:
-    """A minimal pipelining RESP2 client (asyncio streams + the hiredis parser).
-
-    Why not ``redis.asyncio``: its per-pipeline bookkeeping measured ~1 ms of CPU per request
-    on the benchmark machine, more than the whole rest of the request; this client does what
-    the request path needs (a batch of read commands, one round trip) in a fraction of that.
-    Any failure closes the connection and raises (the caller degrades).
-    """
-
-    def __init__(self, url: str, password: str | None, timeout_s: float, max_idle: int = 256) -> None:
-        kw = parse_url(url)
-        self.host = kw.get("host", "127.0.0.1")
-        self.port = int(kw.get("port", 6379))
-        self.db = int(kw.get("db", 0) or 0)
-        self.username = kw.get("username")
-        self.password = password or kw.get("password")
+    def __init__(self, url: str, password: str | None, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.max_idle = max_idle
-        self.idle: list[_Conn] = []
-
-    async def _connect(self) -> _Conn:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        conn = _Conn(reader, writer)
-        setup: list[tuple[Any, ...]] = []
-        if self.password:
-            setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
-        if self.db:
-            setup.append(("SELECT", self.db))
-        if setup:
-            await self._exec(conn, setup)
-        return conn
-
-    async def _exec(self, conn: _Conn, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        conn.writer.write(b"".join(_pack(c) for c in cmds))
-        out: list[Any] = []
-        parser = conn.parser
-        while len(out) < len(cmds):
-            reply = parser.gets()
-            if reply is False:
-                data = await conn.reader.read(65536)
-                if not data:
-                    raise rex.ConnectionError("connection closed by Redis")
-                parser.feed(data)
-                continue
-            if isinstance(reply, hiredis.ReplyError):
-                raise rex.ResponseError(str(reply))
-            out.append(reply)
-        return out
+        self.redis = aioredis.Redis.from_url(
+            url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
 
     async def execute(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
         async with asyncio.timeout(self.timeout_s):
-            conn = self.idle.pop() if self.idle else await self._connect()
-            try:
-                res = await self._exec(conn, cmds)
-            except BaseException as exc:
-                conn.writer.close()
-                if isinstance(exc, OSError | rex.ConnectionError):
-                    await self.close()  # Redis restarted or went away: the idle ones are dead too
-                raise
-        if len(self.idle) < self.max_idle:
-            self.idle.append(conn)
-        else:
-            conn.writer.close()
-        return res
+            pipe = self.redis.pipeline(transaction=False)
+            for c in cmds:
+                pipe.execute_command(*c)
+            return list(await pipe.execute())
 
     async def close(self) -> None:
-        while self.idle:
-            self.idle.pop().writer.close()
+        await self.redis.aclose()
 
 
 class StateReader:
@@ -149,7 +82,7 @@ class StateReader:
 
     def __init__(self, redis_settings: RedisSettings, timeout_s: float, retry_s: float) -> None:
         pw = redis_settings.password.get_secret_value() if redis_settings.password else None
-        self.client = RespPool(redis_settings.url, pw, timeout_s)
+        self.client = RedisPipeliner(redis_settings.url, pw, timeout_s)
         self.retry_s = retry_s
         self._open_until = 0.0
 
@@ -216,7 +149,8 @@ class StateReader:
         res = await self._run([("ZREVRANGE", keys.covisit(i), 0, per_item - 1, "WITHSCORES") for i in items])
         if res is None:
             return None
-        return [[(row[j].decode(), float(row[j + 1])) for j in range(0, len(row), 2)] for row in res]
+        # redis-py pairs WITHSCORES replies up: each row is [(member, score), ...]
+        return [[(m.decode(), float(sc)) for m, sc in row] for row in res]
 
     async def ranked(self, key: str, n: int) -> list[str] | None:
         """One sorted set, best first (popular/trending endpoint, background refresh)."""
