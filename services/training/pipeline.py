@@ -23,7 +23,7 @@ from recmesh.core.artifacts import ModelArtifact
 from recmesh.core.metrics import Gauge, Histogram
 from recmesh.core.registry import Registry, VersionInfo, new_version
 
-from .dataset import Dataset, FilterConfig, WeightConfig, load_interactions, normalize_frame, split_dataset
+from .dataset import Dataset, FilterConfig, WeightConfig, load_interactions, split_dataset
 from .evaluation.evaluator import EvalConfig, evaluate
 from .gate import (
     GATE_DECISIONS,
@@ -35,7 +35,7 @@ from .gate import (
     promote,
     record_decision,
 )
-from .lake import read_lake_detailed
+from .lake import TRAINING_COLUMNS, read_lake_detailed, training_frame
 from .models import fit_model, make_config
 from .models.base import code_version
 from .tuning import TuneResult, sample_split, tune, write_report
@@ -97,15 +97,11 @@ def load_frame(req: TrainRequest) -> tuple[Any, dict[str, Any]]:
     """Normalised interaction frame for the request and notes about the read (lake skips)."""
     notes: dict[str, Any] = {}
     if req.lake_uri:
-        res = read_lake_detailed(
-            req.lake_uri, req.start_ms, req.end_ms,
-            columns=["user_id", "item_id", "timestamp", "event_type", "value"],
-        )  # fmt: skip
+        res = read_lake_detailed(req.lake_uri, req.start_ms, req.end_ms, columns=TRAINING_COLUMNS)
         notes = {"lake_files": res.files, "corrupt_files": res.corrupt, "duplicates_dropped": res.duplicates}
         if res.frame.empty:
             raise TrainingError(f"no interactions in the lake {req.lake_uri} for the requested range")
-        cols = ["user_id", "item_id", "timestamp", "event_type", "value"]
-        return normalize_frame(res.frame[cols], source=req.lake_uri), notes
+        return training_frame(res.frame), notes
     if req.interactions:
         frame = load_interactions(req.interactions)
         ts = frame["timestamp"]
