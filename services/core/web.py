@@ -8,11 +8,13 @@ and a latency histogram per route template. Consumer-only services serve just th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol, Self
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -96,6 +98,40 @@ def create_app(
         return Response(body, media_type=ctype)
 
     return app
+
+
+class BackgroundService(Protocol):
+    """A consumer-only service: threads started by ``start`` and stopped by ``stop``."""
+
+    def start(self) -> Self: ...
+
+    def stop(self) -> None: ...
+
+    def ready_check(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+def create_service_app(title: str, factory: Callable[[], BackgroundService], description: str = "") -> FastAPI:
+    """Ops-only app (health, readiness, metrics) whose lifespan starts and stops ``factory()``.
+
+    The service is built inside the lifespan (not at import), exposed as ``app.state.service``,
+    and stopped off the event loop on shutdown (SIGTERM: finish the batch, commit, flush).
+    """
+    holder: dict[str, BackgroundService] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = holder["svc"] = factory().start()
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(svc.stop)
+
+    def ready() -> tuple[bool, dict[str, Any]]:
+        svc = holder.get("svc")
+        return (False, {"consumers": "not started"}) if svc is None else svc.ready_check()
+
+    return create_app(title, ready, lifespan=lifespan, description=description)
 
 
 class ApiKeyAuth:

@@ -11,11 +11,8 @@ runner (finishes its batch and commits), join it, flush the producer, close Redi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,7 +20,7 @@ from fastapi import FastAPI
 from recmesh.core.bus import ConsumerRunner, EventProducer, Subscription
 from recmesh.core.store import connect
 from recmesh.core.topics import CATALOG_ITEMS, INTERACTIONS, RECOMMENDATIONS_SERVED, TopicRegistry
-from recmesh.core.web import create_app
+from recmesh.core.web import create_service_app
 from recmesh.feedback.handlers import FeedbackHandler
 from recmesh.feedback.settings import FeedbackSettings
 
@@ -95,21 +92,9 @@ class FeedbackService:
 
 
 def build_app(settings: FeedbackSettings) -> FastAPI:
-    """Ops-only FastAPI app (health, readiness, metrics) whose lifespan runs the consumer."""
-    holder: dict[str, FeedbackService] = {}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = holder["svc"] = FeedbackService(settings).start()
-        app.state.service = svc
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(svc.stop)
-
-    def ready() -> tuple[bool, dict[str, Any]]:
-        svc = holder.get("svc")
-        return (False, {"consumers": "not started"}) if svc is None else svc.ready_check()
-
-    return create_app("recmesh-feedback", ready, lifespan=lifespan,
-                      description="Popularity, trending, co-visitation, seen items, attribution, CTR.")  # fmt: skip
+    """Ops-only FastAPI app (health, readiness, metrics) whose lifespan runs the consumers."""
+    return create_service_app(
+        "recmesh-feedback",
+        lambda: FeedbackService(settings),
+        description="Popularity, trending, co-visitation, seen items, attribution, CTR.",
+    )

@@ -14,12 +14,9 @@ and commits), join them, close Redis.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,7 +25,7 @@ from recmesh.core.bus import ConsumerRunner, Subscription
 from recmesh.core.registry import Registry
 from recmesh.core.store import connect
 from recmesh.core.topics import CATALOG_ITEMS, INTERACTIONS, MODELS_PUBLISHED, TopicRegistry
-from recmesh.core.web import create_app
+from recmesh.core.web import create_service_app
 from recmesh.personalization.handlers import PersonalizationHandler
 from recmesh.personalization.settings import PersonalizationSettings
 
@@ -117,20 +114,8 @@ class PersonalizationService:
 
 def build_app(settings: PersonalizationSettings) -> FastAPI:
     """Ops-only FastAPI app (health, readiness, metrics) whose lifespan runs the consumers."""
-    holder: dict[str, PersonalizationService] = {}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = holder["svc"] = PersonalizationService(settings).start()
-        app.state.service = svc
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(svc.stop)
-
-    def ready() -> tuple[bool, dict[str, Any]]:
-        svc = holder.get("svc")
-        return (False, {"consumers": "not started"}) if svc is None else svc.ready_check()
-
-    return create_app("recmesh-personalization", ready, lifespan=lifespan,
-                      description="Real-time user vectors, recent items and affinities.")  # fmt: skip
+    return create_service_app(
+        "recmesh-personalization",
+        lambda: PersonalizationService(settings),
+        description="Real-time user vectors, recent items and affinities.",
+    )
