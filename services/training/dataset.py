@@ -387,7 +387,8 @@ class Dataset:
         h = hashlib.sha256()
         f = self.frame
         for col in ("user_id", "item_id"):
-            h.update("\x1f".join(f[col].astype(str)).encode())
+            # a list of Python str joins ~10x faster than iterating an Arrow-backed column
+            h.update("\x1f".join(f[col].astype(str).to_numpy(dtype=object).tolist()).encode())
         h.update(f["timestamp"].to_numpy(dtype=np.int64).tobytes())
         h.update(f["weight"].to_numpy(dtype=np.float32).tobytes())
         return h.hexdigest()[:16]
