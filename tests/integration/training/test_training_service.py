@@ -117,6 +117,7 @@ def test_sink_writes_each_event_once_across_sigkill_and_retrains(settings_factor
         assert not list(Path(lake_uri).rglob(".tmp-*"))  # no temp file survived as data
         row = res.frame.set_index("event_id").loc["ev7"]
         assert (row["user_id"], row["item_id"], int(row["timestamp"])) == ("u7", first[7].item_id, T0 + 7000)
+        _wait(lambda: len(lake.latest_catalog(lake_uri)) >= 40, 30, f"the catalog: {log.read_text()[-3000:]}")
         catalog = lake.latest_catalog(lake_uri)
         assert sorted(catalog["item_id"]) == sorted(f"i{i}" for i in range(40))
 
