@@ -247,6 +247,33 @@ class LakeWriter:
         return out
 
 
+def sweep_temp_files(uri: str, older_than_s: float = 3600.0) -> list[str]:
+    """Remove temp files a killed writer left behind (readers already ignore them).
+
+    Only files older than ``older_than_s`` go: another sink instance may be writing right now.
+    """
+    fs, root = fsspec.core.url_to_fs(uri.rstrip("/"))
+    root = str(root).rstrip("/")
+    if not fs.exists(root):
+        return []
+    removed = []
+    now = time.time()
+    for path, info in fs.find(root, detail=True).items():
+        if not posixpath.basename(path).startswith(".tmp-"):
+            continue
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or 0
+        ts = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
+        if now - ts >= older_than_s:
+            try:
+                fs.rm(path)
+                removed.append(path)
+            except FileNotFoundError:  # its writer renamed it meanwhile
+                continue
+    if removed:
+        log.info("removed stale lake temp files", extra={"count": len(removed)})
+    return removed
+
+
 # --------------------------------------------------------------------------- the sink
 class LakeSink:
     """A consumer-runner subscription on interactions and the catalog topics writing the lake.
@@ -302,9 +329,11 @@ class LakeSink:
         return handle
 
     def start_thread(self) -> threading.Thread:
+        sweep_temp_files(self.writer.uri)
         return self.runner.start_thread()
 
     def run(self) -> None:
+        sweep_temp_files(self.writer.uri)
         self.runner.run()
 
     def stop(self) -> None:

@@ -96,3 +96,14 @@ def test_catalog_tombstone_and_latest_record(uri):
     cat = lake.latest_catalog(uri, topic)
     assert list(cat["item_id"]) == ["a"] and list(cat["title"]) == ["A2"]
     assert cat["categories"].iloc[0] == "[]"
+
+
+def test_sweep_removes_only_old_temp_files(tmp_path):
+    w = lake.LakeWriter(str(tmp_path / "lake"))
+    w.write_batch("interactions.v1", _recs(0, range(0, 3)))
+    day = tmp_path / "lake" / "interactions.v1" / "date=2023-11-15"
+    (day / ".tmp-dead-p0-9-12.parquet").write_bytes(b"half a file")
+    assert lake.sweep_temp_files(str(tmp_path / "lake"), older_than_s=3600) == []
+    removed = lake.sweep_temp_files(str(tmp_path / "lake"), older_than_s=0)
+    assert [p.rsplit("/", 1)[1] for p in removed] == [".tmp-dead-p0-9-12.parquet"]
+    assert [p.name for p in day.iterdir()] == ["p0-0-2.parquet"]
