@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from recmesh.core.errors import PayloadTooLarge, ValidationError
 from recmesh.scoring.deps import EngineDep, TenantDep
-from recmesh.scoring.engine import parse_recommend
+from recmesh.scoring.engine import Engine, parse_recommend
 
 router = APIRouter(prefix="/v1", tags=["recommend"])
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -44,17 +44,57 @@ class RecommendBody(BaseModel):
     boost_categories: dict[str, float] | None = Field(None, description="Score multiplier per category.")
 
 
-@router.get("/users/{user_id}/recommendations", summary="Top-k items for a user")
-async def user_recommendations(
-    user_id: str,
-    engine: EngineDep,
-    tenant: TenantDep,
-    k: Annotated[int | None, Query(description="List length")] = None,
-    exclude_seen: Annotated[bool | None, Query(description="Drop seen items")] = None,
-    category: Annotated[str | None, Query(description="Only this category")] = None,
-    variant: Annotated[str | None, Query(description="Force a variant")] = None,
-) -> Response:
-    req = parse_recommend(engine.s, user_id, k=k, exclude_seen=exclude_seen, category=category, variant=variant)
+_USER_RECS_PARAMS = [
+    {"name": "k", "in": "query", "required": False, "schema": {"type": "integer"}, "description": "List length"},
+    {"name": "exclude_seen", "in": "query", "required": False, "schema": {"type": "boolean"},
+     "description": "Drop seen items"},
+    {"name": "category", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "Only this category"},
+    {"name": "variant", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "Force a variant"},
+    {"name": "X-API-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "X-Tenant", "in": "header", "required": False, "schema": {"type": "string"}},
+]  # fmt: skip
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _query_int(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError(f"'{name}' must be an integer, got {value!r}") from None
+
+
+def _query_bool(value: str | None, name: str) -> bool | None:
+    if value is None:
+        return None
+    v = value.lower()
+    if v in _TRUE or v in _FALSE:
+        return v in _TRUE
+    raise ValidationError(f"'{name}' must be a boolean, got {value!r}")
+
+
+@router.get(
+    "/users/{user_id}/recommendations",
+    summary="Top-k items for a user",
+    openapi_extra={"parameters": _USER_RECS_PARAMS},
+)
+async def user_recommendations(user_id: str, request: Request) -> Response:
+    # The hottest route reads its query and headers directly: FastAPI's per-parameter dependency
+    # solving measured ~1 ms of CPU per request here, half the cost of the whole recommendation.
+    q, h, st = request.query_params, request.headers, request.app.state
+    tenant = st.auth.check(h.get("x-api-key"), h.get("x-tenant") or st.default_tenant)
+    engine: Engine = st.engine
+    req = parse_recommend(
+        engine.s,
+        user_id,
+        k=_query_int(q.get("k"), "k"),
+        exclude_seen=_query_bool(q.get("exclude_seen"), "exclude_seen"),
+        category=q.get("category"),
+        variant=q.get("variant"),
+    )
     return _json(await engine.recommend(req, tenant))
 
 
