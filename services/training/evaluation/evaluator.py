@@ -123,7 +123,7 @@ def evaluate(
     hits = np.zeros((users.size, kmax), dtype=bool)
     for start in range(0, users.size, cfg.batch_size):
         batch = users[start : start + cfg.batch_size]
-        scores = artifact.score_users(weights[batch]).astype(np.float64)
+        scores = np.asarray(artifact.score_users(weights[batch]), dtype=np.float32)
         if cfg.exclude_train:
             sb = seen[batch].tocoo()
             scores[sb.row, sb.col] = -np.inf
