@@ -428,9 +428,9 @@ class ModelArtifact:
             if empty.any():
                 out[empty] = self.popularity
             return out
-        for r in range(n_rows):
-            lo, hi = int(indptr[r]), int(indptr[r + 1])
-            out[r] = self.score_history(indices[lo:hi], data[lo:hi])
+        for row in range(n_rows):
+            lo, hi = int(indptr[row]), int(indptr[row + 1])
+            out[row] = self.score_history(indices[lo:hi], data[lo:hi])
         return out
 
     def recommend(

@@ -19,9 +19,7 @@ BACKPRESSURE = Counter("recmesh_producer_backpressure_total", "Sends refused bec
 
 CONSUMED = Counter("recmesh_consumed_total", "Messages consumed.", ["topic", "group"])
 PROCESSED = Counter("recmesh_processed_total", "Messages processed successfully.", ["topic", "group"])
-FAILED = Counter(
-    "recmesh_failed_total", "Handler failures (before retry or DLQ).", ["topic", "group", "kind"]
-)
+FAILED = Counter("recmesh_failed_total", "Handler failures (before retry or DLQ).", ["topic", "group", "kind"])
 DEAD_LETTERED = Counter("recmesh_dead_lettered_total", "Messages sent to the DLQ.", ["topic", "group"])
 PROCESSING_SECONDS = Histogram(
     "recmesh_processing_seconds", "Handler time per batch.", ["topic", "group"], buckets=LATENCY_BUCKETS

@@ -30,7 +30,7 @@ def module_class() -> type[Any]:
     import torch
     from torch import nn
 
-    class SequenceEncoder(nn.Module):  # type: ignore[misc]
+    class SequenceEncoder(nn.Module):
         """Causal transformer over item vectors; the output at the newest position is the user."""
 
         def __init__(self, dim: int, max_len: int, n_layers: int = 2, n_heads: int = 2,
@@ -119,7 +119,7 @@ class TorchUserEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         x, valid = self._batch(seqs)
         with torch.inference_mode():
-            out = self.module.encode(x, valid).numpy().astype(np.float32)
+            out: NDArray[np.float32] = self.module.encode(x, valid).numpy().astype(np.float32)
         empty = ~valid.numpy().any(axis=1)
         out[empty] = 0.0
         return out

@@ -18,9 +18,7 @@ def test_produce_consume_and_redis_round_trip(settings_factory, group_id, redis_
     """Exists because every service relies on this path: typed event → Kafka → runner → handler → Redis."""
     settings = settings_factory()
     producer = EventProducer(settings.kafka, topics=_topics(settings), client_id="smoke").start()
-    sent = [
-        Interaction(new_id(), f"u{i}", f"i{i % 3}", "click", None, now_ms(), tenant=tenant) for i in range(20)
-    ]
+    sent = [Interaction(new_id(), f"u{i}", f"i{i % 3}", "click", None, now_ms(), tenant=tenant) for i in range(20)]
     for ev in sent:
         producer.send(INTERACTIONS, ev)
     assert producer.flush(10) == 0
@@ -40,9 +38,7 @@ def test_produce_consume_and_redis_round_trip(settings_factory, group_id, redis_
         if len(got) >= len(sent):
             done.set()
 
-    runner = ConsumerRunner(
-        settings.kafka, _topics(settings), group_id, [Subscription(INTERACTIONS, handler)]
-    )
+    runner = ConsumerRunner(settings.kafka, _topics(settings), group_id, [Subscription(INTERACTIONS, handler)])
     t = runner.start_thread()
     assert done.wait(30), f"only {len(got)} of {len(sent)} events arrived"
     runner.stop()
