@@ -369,6 +369,7 @@ class ConsumerRunner:
             "fetch.wait.max.ms": 50,
         }
         cfg.update(extra_config or {})
+        self._reset_latest = auto_offset_reset == "latest"
         self.consumer = Consumer(cfg)
         self._stop = threading.Event()
         self.assigned: set[tuple[str, int]] = set()
@@ -383,9 +384,24 @@ class ConsumerRunner:
 
     # -- callbacks --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        if self._reset_latest and parts:
+            self._pin_to_end(consumer, parts)
         self.assigned |= {(p.topic, p.partition) for p in parts}
         self.ready.set()
         log.info("partitions assigned", extra={"group": self.group_id, "partitions": len(parts)})
+
+    def _pin_to_end(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        """Resolve "latest" now, not at the first fetch: a message produced after ``ready`` is set
+        must be consumed (librdkafka resolves the offset lazily, and would skip one produced in
+        between). Partitions with a committed offset keep it."""
+        try:
+            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(parts, timeout=10)}
+            for p in parts:
+                if committed.get((p.topic, p.partition), -1) < 0:
+                    p.offset = consumer.get_watermark_offsets(p, timeout=10)[1]
+            consumer.assign(parts)
+        except KafkaException as exc:
+            log.warning("could not pin new partitions to the log end", extra={"error": str(exc)})
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         # Batches are handled between polls, so every processed offset is known here: commit

@@ -79,7 +79,7 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     t0 = now_ms()
     types = list(WEIGHTS)
     events = [Interaction(f"e{n}", f"u{n % 10}", f"i{(n * 7) % 23}", types[n % 3], None, t0 + n, tenant=tenant)
-              for n in range(20_000)]  # fmt: skip
+              for n in range(60_000)]  # fmt: skip
     sent = [40]  # events[:sent[0]] are on the topic
     killed = threading.Event()
     procs = [spawn("recmesh.feedback", env, tmp_path / "fb.log"),
