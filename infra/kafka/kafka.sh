@@ -66,7 +66,11 @@ start() {
                "-Dlog4j2.configurationFile=$DATA/log4j2.yaml" "-Dkafka.logs.dir=$DATA")
   if [ ! -f "$DATA/logs/meta.properties" ]; then
     local cid
-    cid=$(java -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)
+    if ! cid=$(java -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool random-uuid 2>"$DATA/format.log"); then
+      tail -20 "$DATA/format.log" >&2
+      die "kafka.tools.StorageTool failed (jar cache $JARS incomplete? delete it and re-run)"
+    fi
+    cid=$(echo "$cid" | tail -1)
     java -cp "$cp" "${jopts[@]}" kafka.tools.StorageTool format --standalone -t "$cid" \
         -c "$DATA/server.properties" >"$DATA/format.log" 2>&1 || { tail -20 "$DATA/format.log" >&2; die "storage format failed"; }
   fi
