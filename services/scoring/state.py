@@ -62,9 +62,13 @@ class RedisPipeliner:
 
     def __init__(self, url: str, password: str | None, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.redis = aioredis.Redis.from_url(
-            url, password=password, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+        # A bounded pool that queues for a free connection (up to the timeout) instead of failing
+        # at once when a burst outnumbers the connections: a burst then degrades, it does not error.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=timeout_s, password=password, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )  # fmt: skip
+        self.redis = aioredis.Redis(connection_pool=pool)
 
     async def execute(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
         async with asyncio.timeout(self.timeout_s):
@@ -75,6 +79,7 @@ class RedisPipeliner:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
 
 class StateReader:
