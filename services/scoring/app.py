@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -79,6 +80,10 @@ class Runtime:
             self.models.load_initial()
         finally:
             self.loaded.set()
+        # Move the long-lived objects built at start-up (catalog, indexes, models) out of the
+        # collector's reach: full collections then stay short instead of pausing requests.
+        gc.collect()
+        gc.freeze()
         if models_runner is not None and models_runner.ready.wait(60):
             # a publish between the registry read and the partition assignment would be missed
             # by a consumer that starts at the latest offset: read the registry once more
