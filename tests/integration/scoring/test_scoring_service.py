@@ -185,9 +185,15 @@ def test_rules_grpc_parity_and_impressions(
         assert c.get("/v1/items/missing/similar").status_code == 404
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        status = health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="recmesh.v1.RecommendService")
-        )
+        # the health status follows readiness within one background refresh (popular_refresh_s)
+        deadline = time.monotonic() + 10
+        while True:
+            status = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="recmesh.v1.RecommendService")
+            )
+            if status.status == health_pb2.HealthCheckResponse.SERVING or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert status.status == health_pb2.HealthCheckResponse.SERVING
 
     # impressions: every response above reached the topic (decode them)
