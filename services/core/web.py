@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -122,6 +123,10 @@ def create_service_app(title: str, factory: Callable[[], BackgroundService], des
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = holder["svc"] = factory().start()
         app.state.service = svc
+        # Long-lived start-up objects (clients, caches, models) leave the collector's reach, so
+        # full collections stay short instead of stalling the consumer threads.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
