@@ -430,12 +430,17 @@ def read_lake_detailed(
     off = pc.fill_null(table["_offset"], 0).to_numpy()
     order = np.lexsort((off, part, t))
     order = order[keep[order]]
-    df = table.take(pa.array(order)).to_pandas()
-    before = len(df)
-    dup = df.duplicated("event_id" if topic == INTERACTIONS.name else ["_partition", "_offset"], keep="first")
+    table = table.take(pa.array(order))
+    before = table.num_rows
+    # dedupe on the key columns alone, then convert only what the caller asked for to pandas
+    # (string columns are the expensive part of the conversion)
+    key_cols = ["event_id"] if topic == INTERACTIONS.name else ["_partition", "_offset"]
+    dup = table.select(key_cols).to_pandas().duplicated(key_cols, keep="first").to_numpy()
     if dup.any():  # overlapping files after a crash or replay
-        df = df[~dup.to_numpy()]
-    df = df.reset_index(drop=True)
+        table = table.filter(pa.array(~dup))
+    if columns is not None:
+        table = table.select(list(dict.fromkeys(columns)))
+    df = table.to_pandas()
     return LakeRead(frame=df, files=len(files), corrupt=corrupt, duplicates=before - len(df))
 
 
