@@ -197,13 +197,16 @@ def load_interactions(path: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- weights and filters
 def interaction_weights(frame: pd.DataFrame, cfg: WeightConfig) -> np.ndarray:
     """Weight per interaction row according to ``cfg`` (event type, rating rule, time decay)."""
-    n = len(frame)
-    ev = frame["event_type"].to_numpy(dtype=object)
+    # a handful of distinct event types: compare the few uniques, not a million strings per type
+    codes, kinds = pd.factorize(frame["event_type"].fillna(""))
+    kinds = [str(k) for k in kinds]
+    lut = np.array([cfg.event_weights.get(k, cfg.default_weight) for k in kinds] + [cfg.default_weight])
+    w = lut[codes].astype(np.float64)  # code -1 (missing) picks the trailing default
     val = frame["value"].to_numpy(dtype=np.float64)
-    w = np.full(n, cfg.default_weight, dtype=np.float64)
-    for name, weight in cfg.event_weights.items():
-        w[ev == name] = weight
-    is_rating = (ev == "rating") | ((ev == "") & ~np.isnan(val))
+    code_of = {k: c for c, k in enumerate(kinds)}
+    is_rating = codes == code_of.get("rating", -2)
+    if "" in code_of:
+        is_rating |= (codes == code_of[""]) & ~np.isnan(val)
     if is_rating.any():
         r = val[is_rating]
         if cfg.rating_rule == "binary":
@@ -383,12 +386,16 @@ class Dataset:
         }
 
     def content_hash(self) -> str:
-        """Stable hash of the interactions (user, item, timestamp, weight)."""
+        """Stable hash of the interactions (user, item, timestamp, weight).
+
+        Hashes the sorted id maps once and the integer codes per row: the same information as
+        the ids of every row (codes index the sorted maps), without joining a million strings.
+        """
         h = hashlib.sha256()
         f = self.frame
-        for col in ("user_id", "item_id"):
-            # a list of Python str joins ~10x faster than iterating an Arrow-backed column
-            h.update("\x1f".join(f[col].astype(str).to_numpy(dtype=object).tolist()).encode())
+        for ids, col in ((self.user_ids, "uidx"), (self.item_ids, "iidx")):
+            h.update("\x1f".join(map(str, ids.tolist())).encode())
+            h.update(f[col].to_numpy(dtype=np.int64).tobytes())
         h.update(f["timestamp"].to_numpy(dtype=np.int64).tobytes())
         h.update(f["weight"].to_numpy(dtype=np.float32).tobytes())
         return h.hexdigest()[:16]

@@ -430,17 +430,17 @@ def read_lake_detailed(
     off = pc.fill_null(table["_offset"], 0).to_numpy()
     order = np.lexsort((off, part, t))
     order = order[keep[order]]
-    table = table.take(pa.array(order))
-    before = table.num_rows
-    # dedupe on the key columns alone, then convert only what the caller asked for to pandas
-    # (string columns are the expensive part of the conversion)
+    before = order.size
+    # dedupe on the key columns alone (in time order, the first copy wins), then gather only the
+    # columns the caller asked for, once: string columns are the expensive part of take/convert
     key_cols = ["event_id"] if topic == INTERACTIONS.name else ["_partition", "_offset"]
-    dup = table.select(key_cols).to_pandas().duplicated(key_cols, keep="first").to_numpy()
+    keys = table.select(key_cols).take(pa.array(order)).to_pandas()
+    dup = keys.duplicated(key_cols, keep="first").to_numpy()
     if dup.any():  # overlapping files after a crash or replay
-        table = table.filter(pa.array(~dup))
+        order = order[~dup]
     if columns is not None:
         table = table.select(list(dict.fromkeys(columns)))
-    df = table.to_pandas()
+    df = table.take(pa.array(order)).to_pandas()
     return LakeRead(frame=df, files=len(files), corrupt=corrupt, duplicates=before - len(df))
 
 

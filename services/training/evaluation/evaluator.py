@@ -82,6 +82,27 @@ def _history_weights(artifact: ModelArtifact, split: Split) -> sp.csr_matrix:
     return m
 
 
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the ``k`` highest finite scores, best first (ties: lower index), -1 pads.
+
+    Partitions the values (not an argpartition of a negated copy, which allocates a full int64
+    index matrix per batch) and sorts only the entries at or above each row's k-th value.
+    """
+    n_rows, n = scores.shape
+    top = np.full((n_rows, k), -1, dtype=np.int64)
+    if k <= 0 or n == 0:
+        return top
+    kth = np.partition(scores, n - k, axis=1)[:, n - k]
+    r, c = np.nonzero((scores >= kth[:, None]) & np.isfinite(scores))
+    v = scores[r, c]
+    order = np.lexsort((c, -v, r))
+    r, c = r[order], c[order]
+    pos = np.arange(r.size) - np.searchsorted(r, np.arange(n_rows))[r]
+    keep = pos < k
+    top[r[keep], pos[keep]] = c[keep]
+    return top
+
+
 def _align(artifact: ModelArtifact, split: Split) -> np.ndarray | None:
     """Dataset item index → artifact item index, or None when they already coincide."""
     ds_items = [str(i) for i in split.train.item_ids]
@@ -128,12 +149,7 @@ def evaluate(
             sb = seen[batch].tocoo()
             scores[sb.row, sb.col] = -np.inf
         k = min(kmax, n_items)
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        psc = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -psc), axis=1)
-        top = np.take_along_axis(part, order, axis=1)
-        top_sc = np.take_along_axis(psc, order, axis=1)
-        top[~np.isfinite(top_sc)] = -1
+        top = top_k(scores, k)
         sl = slice(start, start + batch.size)
         recs[sl, :k] = top
         rel = relevant[batch]

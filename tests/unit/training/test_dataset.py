@@ -167,3 +167,18 @@ def test_bad_split_specs(spec: str) -> None:
 def test_histories_are_time_ordered(toy_dataset) -> None:
     items, w, ts = toy_dataset.histories()[0]
     assert np.all(np.diff(ts) >= 0) and items.size == 12 and np.all(w > 0)
+
+
+def test_untyped_rows_with_a_value_are_ratings_and_unknown_types_get_the_default_weight() -> None:
+    f = _frame([("u", "a", 1, "", 4.0), ("u", "b", 2, "", None), ("u", "c", 3, "teleport", None)])
+    ds = Dataset.from_frame(f, WeightConfig(rating_rule="value", default_weight=0.25))
+    w = dict(zip(ds.frame["item_id"], ds.frame["weight"], strict=True))
+    assert w == {"a": 4.0, "b": 0.25, "c": 0.25}
+
+
+def test_content_hash_follows_the_rows_not_the_object() -> None:
+    rows = [("u1", "a", 1, "click", None), ("u2", "b", 2, "view", None)]
+    h = Dataset.from_frame(_frame(rows)).content_hash()
+    assert h == Dataset.from_frame(_frame(list(rows))).content_hash()
+    assert h != Dataset.from_frame(_frame([("u1", "b", 1, "click", None), ("u2", "a", 2, "view", None)])).content_hash()
+    assert h != Dataset.from_frame(_frame([*rows[:1], ("u2", "b", 3, "view", None)])).content_hash()
