@@ -209,6 +209,46 @@ class TransportProbe:
         self.t.join(10)
 
 
+class SeenProbe:
+    """When feedback's seen write for a trial user lands in Redis (keyspace notifications, pushed).
+
+    Splits the path in two: transport + the seen fast lane (202 → the ZADD in Redis) and scoring
+    reading it (Redis → the changed list). Notifications cost Redis nothing measurable at this rate.
+    """
+
+    def __init__(self, url: str, tenant: str) -> None:
+        import redis as redis_lib
+
+        from recmesh.core.store import Keys
+
+        self.keys = Keys(tenant)
+        self.r = redis_lib.Redis.from_url(url)
+        self.r.config_set("notify-keyspace-events", "Kz")
+        db = self.r.connection_pool.connection_kwargs.get("db", 0)
+        self.prefix = f"__keyspace@{db}__:"
+        self.ps = self.r.pubsub(ignore_subscribe_messages=True)
+        self.ps.psubscribe(f"{self.prefix}{self.keys.seen('*')}")
+        self.events: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self.ps.get_message(timeout=0.05)
+            if msg and msg.get("data") == b"zadd":
+                self.events.setdefault(msg["channel"].decode()[len(self.prefix) :], []).append(time.perf_counter())
+        self.ps.close()
+        self.r.close()
+
+    def written_after(self, user: str, t0: float) -> float | None:
+        return next((t for t in self.events.get(self.keys.seen(user), []) if t >= t0), None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.t.join(10)
+
+
 class LagSampler:
     """Consumer lag of the services' groups (high watermark − committed), sampled every second."""
 
@@ -251,13 +291,14 @@ class LagSampler:
 
 
 def run_trials(
-    ing_url: str, score_url: str, users: list[str], probe: TransportProbe, trials: int, seed: int
+    ing_url: str, score_url: str, users: list[str], probe: TransportProbe, seen: SeenProbe, trials: int, seed: int
 ) -> dict[str, Any]:
     import httpx
 
     rng = random.Random(seed)
     fresh: list[float] = []
     transport: list[float] = []
+    seen_ms: list[float] = []
     polls: list[int] = []
     timeouts = 0
     skipped = 0
@@ -301,7 +342,11 @@ def run_trials(
             if arrived is not None:
                 transport.append(1000 * (arrived - t202))
             time.sleep(0.02)
-    return {"fresh_ms": fresh, "transport_ms": transport, "polls": polls, "timeouts": timeouts, "skipped": skipped}
+            written = seen.written_after(user, t202)
+            if written is not None:
+                seen_ms.append(1000 * (written - t202))
+    return {"fresh_ms": fresh, "transport_ms": transport, "seen_ms": seen_ms, "polls": polls, "timeouts": timeouts,
+            "skipped": skipped}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ main
@@ -324,7 +369,7 @@ def main() -> None:  # noqa: C901 - one linear script
     registry = str(work / "registry")
     procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     load: subprocess.Popen[bytes] | None = None
-    probe = lag = None
+    probe = lag = seen = None
     try:
         console.print(f"broker {kafka.address}, redis {redis.address}, {os.cpu_count()} cores; fitting ALS on ML-100K")
         rows = load_ml100k()
@@ -348,25 +393,27 @@ def main() -> None:  # noqa: C901 - one linear script
         score_url = f"http://127.0.0.1:{procs['recmesh.scoring'][1]}"
         probe = TransportProbe(kafka.address, topics.name(INTERACTIONS))
         probe.ready.wait(30)
+        seen = SeenProbe(redis.address, tenant)
         lag = LagSampler(kafka.address, topics.name(INTERACTIONS),
                          [f"fresh-{run}-feedback", f"fresh-{run}-feedback-seen",
                           f"fresh-{run}-personalization"])  # fmt: skip
         console.print(f"{IDLE_TRIALS} trials without background load")
-        idle = run_trials(ing_url, score_url, users, probe, IDLE_TRIALS, seed=5)
+        idle = run_trials(ing_url, score_url, users, probe, seen, IDLE_TRIALS, seed=5)
         load_out = work / "load.json"
         load = subprocess.Popen([sys.executable, __file__, "--load", ing_url, str(LOAD_RATE), str(load_out),
                                  json.dumps(items)])  # fmt: skip
         time.sleep(3.0)  # let the load settle
         console.print(f"background load {LOAD_RATE:.0f} events/s on; {TRIALS} trials")
         t0 = time.perf_counter()
-        res = run_trials(ing_url, score_url, users, probe, TRIALS, seed=11)
+        res = run_trials(ing_url, score_url, users, probe, seen, TRIALS, seed=11)
         trial_s = time.perf_counter() - t0
         load.send_signal(signal.SIGTERM)
         load.wait(30)
         bg = json.loads(load_out.read_text()) if load_out.exists() else {"accepted": 0, "seconds": 1, "errors": -1}
         lag.stop()
         probe.stop()
-        fresh, transport = res["fresh_ms"], res["transport_ms"]
+        seen.stop()
+        fresh, transport, seen_w = res["fresh_ms"], res["transport_ms"], res["seen_ms"]
         lag_stats = {
             g.removeprefix(f"fresh-{run}-"): {"max": max(s) if s else None,
                                               "mean": round(statistics.fmean(s), 1) if s else None,
@@ -384,6 +431,8 @@ def main() -> None:  # noqa: C901 - one linear script
             "polls_p50": pct([float(p) for p in res["polls"]], 0.5),
             "transport_floor_p50_ms": round(t50, 2) if t50 is not None else None,
             "transport_floor_p99_ms": round(t99, 2) if t99 is not None else None,
+            "seen_written_p50_ms": pct(seen_w, 0.5), "seen_written_p99_ms": pct(seen_w, 0.99),
+            "seen_written_max_ms": max(seen_w) if seen_w else None,
             "ratio_p50_vs_transport": round(p50 / t50, 2) if p50 and t50 else None,
             "background_events_per_s": round(bg["accepted"] / max(bg["seconds"], 1e-9), 1),
             "background_errors": bg["errors"],
@@ -414,6 +463,8 @@ def main() -> None:  # noqa: C901 - one linear script
                   fmt(max(i_f) if i_f else None), f"{len(i_f)} (+{idle['timeouts']} timeouts)")  # fmt: skip
         t.add_row("transport floor (raw consumer sees the event)", fmt(t50), fmt(t99),
                   fmt(max(transport) if transport else None), str(len(transport)))  # fmt: skip
+        t.add_row("seen item written to Redis (feedback fast lane)", fmt(pct(seen_w, 0.5)), fmt(pct(seen_w, 0.99)),
+                  fmt(max(seen_w) if seen_w else None), str(len(seen_w)))  # fmt: skip
         t.add_row("recommendations changed (exclude_seen)", fmt(p50), fmt(p99),
                   fmt(max(fresh) if fresh else None), f"{len(fresh)} (+{res['timeouts']} timeouts)")  # fmt: skip
         console.print(t)
@@ -430,7 +481,7 @@ def main() -> None:  # noqa: C901 - one linear script
     finally:
         if load is not None and load.poll() is None:
             load.kill()
-        for s in (probe, lag):
+        for s in (probe, lag, seen):
             if s is not None and s.t.is_alive():
                 s.stop()
         for proc, _ in procs.values():

@@ -24,6 +24,13 @@ class FeedbackSection(BaseModel):
     seen_fast_lane: bool = Field(
         True, description="Update seen items in a consumer group of their own (fresh exclude_seen under load)."
     )
+    seen_lane_process: bool = Field(
+        True,
+        description=(
+            "Run the seen fast lane in a child process, so the counters' batches and garbage "
+            "collections never hold it up (one GIL per process); False: a thread of this process."
+        ),
+    )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
         description="Popularity/trending weight per event type; <= 0 does not count.",
