@@ -24,6 +24,14 @@ fi
 step "Kafka jars"; infra/kafka/kafka.sh fetch
 step "redis-server"; infra/redis/redis.sh install
 
+# PostgreSQL server binaries for the SQL importer's integration test (best effort: without them
+# that one test skips). Debian starts a system cluster after install; the test runs its own.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  step "PostgreSQL (Debian's packages)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+      && { service postgresql stop >/dev/null 2>&1 || true; }; } || echo "setup: PostgreSQL not installed; its test will skip" >&2
+fi
+
 BIN=$ROOT/.cache/bin
 mkdir -p "$BIN"
 if command -v go >/dev/null; then

@@ -100,7 +100,9 @@ def test_sqlite_table_and_query(tmp_path, sink, kafka_bootstrap, topics):
 
 
 # -- PostgreSQL: a throwaway cluster from Debian's binaries --------------------------------------------
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# the newest Debian server installed (/usr/lib/postgresql/<major>/bin), whatever the release ships
+_PG_BINS = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.split(".")[0].isdigit()]
+PG_BIN = max(_PG_BINS, key=lambda p: int(p.parent.name.split(".")[0]), default=Path("/nonexistent"))
 
 
 def _free_port() -> int:
