@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Real Apache Kafka 4.x broker (KRaft, combined broker+controller) from Maven Central jars.
 # Usage: infra/kafka/kafka.sh fetch|start|stop|status|logs
+# `start` returns once the broker answers an admin (metadata) request, within KAFKA_START_TIMEOUT;
+# a broker that exits meanwhile fails it with the tail of its log. A second `start` starts nothing.
 # Env (all optional): KAFKA_PORT (9092) KAFKA_CONTROLLER_PORT (9093) KAFKA_DATA (.local/kafka)
 #                     KAFKA_HEAP (512m) KAFKA_JARS (.cache/kafka-jars) KAFKA_START_TIMEOUT (90)
 set -euo pipefail
@@ -17,6 +19,18 @@ LOG=$DATA/kafka.log
 die() { echo "kafka: $*" >&2; exit 1; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+# Readiness: the broker answers an admin request (metadata, then DescribeConfigs of broker 1)
+# through the jars already fetched, so no Python or extra tool is needed. Bounded by $1 seconds.
+probe() {
+  local left=$(( $1 < 1 ? 1 : ($1 > 15 ? 15 : $1) ))
+  local req=$(( left * 1000 < 3000 ? left * 1000 : 3000 ))
+  printf 'default.api.timeout.ms=%d\nrequest.timeout.ms=%d\n' "$((left * 1000))" "$req" >"$DATA/probe.properties"
+  timeout "$((left + 2))" java -cp "$JARS/*" -Xms32m -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+      "-Dlog4j2.configurationFile=$DATA/log4j2.yaml" kafka.admin.ConfigCommand \
+      --bootstrap-server "127.0.0.1:$PORT" --command-config "$DATA/probe.properties" \
+      --entity-type brokers --entity-name 1 --describe >"$DATA/probe.log" 2>&1
+}
 
 fetch() {
   if [ -f "$JARS/.complete" ]; then return 0; fi
@@ -78,10 +92,23 @@ start() {
   local t0=$SECONDS
   nohup java -cp "$cp" "${jopts[@]}" kafka.Kafka "$DATA/server.properties" >>"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
-  while ! grep -q "Kafka Server started" "$LOG" 2>/dev/null || ! port_busy "$PORT"; do
+  # Cheap checks first (log line, open port), then the real probe: a metadata answer.
+  local phase=log
+  while :; do
     if ! running; then tail -30 "$LOG" >&2; rm -f "$PIDFILE"; die "broker exited during start-up (log above: $LOG)"; fi
-    if (( SECONDS - t0 > TIMEOUT )); then tail -30 "$LOG" >&2; stop; die "broker not ready after ${TIMEOUT}s"; fi
-    sleep 0.2
+    local left=$(( TIMEOUT - (SECONDS - t0) ))
+    if (( left <= 0 )); then
+      tail -30 "$LOG" >&2
+      [ "$phase" = probe ] && grep -v ' INFO ' "$DATA/probe.log" 2>/dev/null | tail -5 >&2
+      stop >/dev/null; die "broker not ready after ${TIMEOUT}s (waiting for: $phase; log above: $LOG)"
+    fi
+    if [ "$phase" = log ]; then
+      if grep -q "Kafka Server started" "$LOG" 2>/dev/null && port_busy "$PORT"; then phase=probe; continue; fi
+      sleep 0.2
+    else
+      if probe "$left"; then break; fi
+      sleep 0.5
+    fi
   done
   echo "kafka: ready on 127.0.0.1:$PORT in $((SECONDS - t0))s (pid $(cat "$PIDFILE"), data $DATA)"
 }

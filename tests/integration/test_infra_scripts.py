@@ -1,6 +1,7 @@
 """The local-infrastructure scripts behave on bad input: a taken port is named, a second start
-starts nothing, a stop with nothing running succeeds, and a broker that cannot start fails fast
-with the tail of its log instead of hanging."""
+starts nothing, a stop with nothing running succeeds, a broker that cannot start (or starts and
+exits) fails fast with the tail of its log instead of hanging, and `start` returns only once the
+broker answers metadata requests. Ports are free ephemeral ones (never the suite's 19092/39092)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,46 @@ def test_kafka_script_names_a_taken_port_and_fails_fast_when_the_broker_cannot_s
     assert "failed" in broken.stderr or "exited" in broken.stderr
     assert "kafka.tools.StorageTool" in broken.stderr or "ClassNotFound" in broken.stderr  # the log tail
     assert _run("kafka/kafka.sh", "stop", env).returncode == 0
+
+
+def _kafka_env(data: Path) -> dict[str, str]:
+    return {"KAFKA_PORT": str(_free_port()), "KAFKA_CONTROLLER_PORT": str(_free_port()), "KAFKA_DATA": str(data),
+            "KAFKA_START_TIMEOUT": "90"}  # fmt: skip
+
+
+def test_kafka_script_start_twice_keeps_one_broker_that_already_answers_metadata(tmp_path: Path) -> None:
+    """Exists because `make up` twice must not start a second broker, and a `start` that returned
+    must mean clients get metadata at once (not just an open port)."""
+    from confluent_kafka.admin import AdminClient
+
+    data = tmp_path / "k"
+    env = _kafka_env(data)
+    try:
+        first = _run("kafka/kafka.sh", "start", env, timeout=150)
+        assert first.returncode == 0, first.stderr
+        pid = (data / "kafka.pid").read_text().strip()
+        metadata = AdminClient({"bootstrap.servers": f"127.0.0.1:{env['KAFKA_PORT']}"}).list_topics(timeout=5)
+        assert 1 in metadata.brokers
+        second = _run("kafka/kafka.sh", "start", env)
+        assert second.returncode == 0 and f"already running (pid {pid}" in second.stdout
+        assert (data / "kafka.pid").read_text().strip() == pid
+        assert _run("kafka/kafka.sh", "status", env).stdout.startswith(f"kafka: up (pid {pid}")
+    finally:
+        assert _run("kafka/kafka.sh", "stop", env).returncode == 0
+    assert _run("kafka/kafka.sh", "status", env).returncode == 3
+
+
+def test_kafka_script_fails_start_with_the_log_tail_when_the_broker_exits(tmp_path: Path) -> None:
+    """Exists because a broker that starts and then dies (here: corrupt storage metadata) must fail
+    `start` with the reason from its log, and leave no pid file behind."""
+    data = tmp_path / "k"
+    (data / "logs").mkdir(parents=True)
+    (data / "logs" / "meta.properties").write_text("this is not a properties file of a formatted log dir\n")
+    env = _kafka_env(data)
+    broken = _run("kafka/kafka.sh", "start", env, timeout=120)
+    assert broken.returncode != 0
+    assert "exited during start-up" in broken.stderr
+    assert "Exiting Kafka due to fatal exception" in broken.stderr  # the log tail names the cause
+    assert not (data / "kafka.pid").exists()
+    again = _run("kafka/kafka.sh", "stop", env)
+    assert again.returncode == 0 and "not running" in again.stdout
