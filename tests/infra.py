@@ -50,6 +50,25 @@ def _wait_kafka(bootstrap: str, timeout: float = 60.0) -> None:
             time.sleep(0.5)
 
 
+def _wait_redis(url: str, timeout: float = 30.0) -> None:
+    """Until the Redis at ``url`` answers PING (a named one may still be loading or starting)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
 def start_kafka() -> Service:
     env = os.environ.get("RECMESH_TEST_KAFKA")
     if env:
@@ -57,7 +76,10 @@ def start_kafka() -> Service:
         return Service(env)
     if _docker_available():
         try:
-            from testcontainers.kafka import KafkaContainer
+            try:
+                from testcontainers.community.kafka import KafkaContainer
+            except ImportError:  # older testcontainers releases
+                from testcontainers.kafka import KafkaContainer
 
             c = KafkaContainer().with_kraft()
             c.start()
@@ -83,14 +105,20 @@ def start_kafka() -> Service:
 def start_redis() -> Service:
     env = os.environ.get("RECMESH_TEST_REDIS")
     if env:
+        _wait_redis(env)
         return Service(env)
     if _docker_available():
         try:
-            from testcontainers.redis import RedisContainer
+            try:
+                from testcontainers.community.redis import RedisContainer
+            except ImportError:  # older testcontainers releases
+                from testcontainers.redis import RedisContainer
 
             c = RedisContainer("redis:7")
             c.start()
-            return Service(f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0", stop=c.stop)
+            url = f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"
+            _wait_redis(url)
+            return Service(url, stop=c.stop)
         except ImportError:
             pass
     port = int(os.environ.get("RECMESH_TEST_REDIS_PORT", "16379"))

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
@@ -171,8 +172,10 @@ class AvroCodec(Generic[T]):
 class ConfluentCodec(Generic[T]):
     """Confluent wire format (magic 0 + schema id + body) through a Schema Registry.
 
-    Used when ``RECMESH_SCHEMA_REGISTRY_URL`` is set, for users who run a registry.
-    Serialisation goes through confluent-kafka's ``AvroSerializer``/``AvroDeserializer``.
+    Used when ``RECMESH_SCHEMA_REGISTRY_URL`` is set, for users who run a registry
+    (``mock://<name>`` is confluent-kafka's in-memory registry, for tests). Serialisation goes
+    through confluent-kafka's ``AvroSerializer``/``AvroDeserializer``, which need the
+    ``confluent-kafka[avro]`` extra.
     """
 
     def __init__(self, cls: type[T], registry_url: str, store: SchemaStore | None = None) -> None:
@@ -182,9 +185,14 @@ class ConfluentCodec(Generic[T]):
         self.cls = cls
         self.store = store or schema_store()
         reader = self.store.latest(cast(Any, cls).SCHEMA)
-        client = SchemaRegistryClient({"url": registry_url})
+        # new_client understands confluent-kafka's in-memory ``mock://`` registries (tests);
+        # older clients without it only take real URLs.
+        factory = getattr(SchemaRegistryClient, "new_client", SchemaRegistryClient)
+        client = factory({"url": registry_url})
         self._ser = AvroSerializer(client, json.dumps(reader.raw), to_dict=lambda obj, ctx: to_record(obj))
-        self._de = AvroDeserializer(client, json.dumps(reader.raw), from_dict=lambda rec, ctx: from_record(cls, rec))
+        self._de = AvroDeserializer(
+            client, json.dumps(reader.raw), from_dict=lambda rec, ctx: from_record(cls, _to_millis(rec))
+        )
 
     def encode(self, event: T, topic: str | None = None) -> bytes:
         from confluent_kafka.serialization import MessageField, SerializationContext
@@ -199,6 +207,22 @@ class ConfluentCodec(Generic[T]):
             return cast(T, self._de(data, SerializationContext(topic or "", MessageField.VALUE)))
         except Exception as exc:
             raise DecodeError(f"{type(exc).__name__}: {exc}") from exc
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def _to_millis(value: Any) -> Any:
+    """confluent-kafka's deserializer applies logical types; our events keep epoch-ms ints."""
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (dt - _EPOCH) // _MS
+    if isinstance(value, dict):
+        return {k: _to_millis(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_millis(v) for v in value]
+    return value
 
 
 Codec = AvroCodec[Any] | ConfluentCodec[Any]
