@@ -3,7 +3,7 @@
 Starts what it needs (a Kafka broker on 29192 and Redis on 26379 unless RECMESH_TEST_KAFKA /
 RECMESH_TEST_REDIS name running ones), fresh topics, then measures in the same run:
 
-* ``raw_produce_events_per_s``: a bare confluent-kafka Producer (same idempotent config)
+* ``raw_produce_events_per_s``: a bare confluent-kafka Producer (``EventProducer``'s own config)
   sending pre-encoded Avro messages — the ceiling of this broker on this machine;
 * ``direct_events_per_s``: the importer path (clean → encode → idempotent producer);
 * ``http_events_per_s``: ``POST /v1/events`` with batches of 500 events (client event ids,
@@ -73,15 +73,14 @@ def _count(bootstrap: str, topic: str) -> int:
 def bench_raw(bootstrap: str, topics: TopicRegistry) -> float:
     """Pre-encoded Avro bytes through a bare confluent-kafka Producer (same delivery guarantees)."""
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    enc = EventProducer(kafka, topics)
+    enc = EventProducer(kafka, topics, client_id="bench-raw")
     payloads = [
         (enc.encode(INTERACTIONS, Interaction(**{**_event(i, "raw"), "tenant": "bench"})), f"u{i % 5000}".encode())
         for i in range(5000)
     ]
+    config = enc.config  # the very config EventProducer runs with (as bench/bus.py does)
     enc.close(1)
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 500_000,
-                  "batch.num.messages": 10_000})  # fmt: skip
+    p = Producer(config)
     topic = topics.name(INTERACTIONS)
     t0 = time.perf_counter()
     for i in range(RAW_N):

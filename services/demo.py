@@ -108,7 +108,7 @@ def show(user: str, rec: dict[str, Any], titles: dict[str, str], title: str) -> 
 
 def run_demo(data: str | None = None, keep_running: bool = True) -> None:
     t_start = time.perf_counter()
-    cfg = StackConfig()
+    cfg = StackConfig.from_env()
     console.rule("[bold]1. local stack")
     up(cfg)
     console.rule("[bold]2. MovieLens-100K")

@@ -6,6 +6,12 @@ its pid in ``<data>/run/``; ``up`` waits for every ``/readyz`` (``/healthz`` for
 which stays unready until a model or popularity exists) and fails with the tail of the log
 of a service that exits. ``up`` twice starts nothing new; ``down`` with nothing running succeeds.
 The e2e test and the benchmarks use the same code with other ports and data directories.
+
+The commands take their ports from the environment (:meth:`StackConfig.from_env`):
+``RECMESH_STACK_PORT_OFFSET`` shifts every default port (Kafka, controller, Redis, the services'
+HTTP and gRPC ports); ``KAFKA_PORT``, ``KAFKA_CONTROLLER_PORT``, ``REDIS_PORT`` (the ``infra/``
+scripts' variables), ``RECMESH_SCORING__GRPC_PORT``, ``RECMESH_KAFKA__BOOTSTRAP_SERVERS``,
+``RECMESH_REDIS__URL`` and ``RECMESH_KAFKA__TOPIC_PREFIX`` win over what the offset gives.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import typer
@@ -34,6 +42,7 @@ SERVICES = ("ingestion", "feedback", "personalization", "training", "scoring")
 # garbage-collected while running, which Python reports as a ResourceWarning).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 DEFAULT_PORTS = {"scoring": 8000, "ingestion": 8001, "feedback": 8002, "personalization": 8003, "training": 8004}
+KAFKA_PORT, REDIS_PORT, GRPC_PORT = 9092, 6379, 50051
 
 
 @dataclass
@@ -41,10 +50,11 @@ class StackConfig:
     """Where the stack lives: data dir, ports, topic prefix, tenant, extra env."""
 
     data: Path = ROOT / ".local"
-    kafka_port: int = 9092
-    redis_port: int = 6379
+    kafka_port: int = KAFKA_PORT
+    redis_port: int = REDIS_PORT
     port_offset: int = 0
-    grpc_port: int = 50051
+    grpc_port: int = GRPC_PORT
+    kafka_controller_port: int | None = None  # None: kafka_port + 1
     topic_prefix: str = ""
     manage_infra: bool = True
     kafka_bootstrap: str | None = None
@@ -52,6 +62,47 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = SERVICES
     ready_timeout_s: float = 90.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StackConfig:
+        """The config ``make up`` / ``down`` / ``status`` use: defaults shifted by
+        ``RECMESH_STACK_PORT_OFFSET``, then explicit variables (see the module docstring), then
+        ``overrides``. ``RECMESH_HTTP__PORT`` cannot apply to five services and is ignored."""
+        env = os.environ if environ is None else environ
+
+        def port(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise SystemExit(f"{name}={raw!r} is not a port number")
+            return int(raw)
+
+        raw_offset = env.get("RECMESH_STACK_PORT_OFFSET", "").strip() or "0"
+        try:
+            offset = int(raw_offset)
+        except ValueError:
+            raise SystemExit(f"RECMESH_STACK_PORT_OFFSET={raw_offset!r} is not an integer") from None
+        kafka_port = port("KAFKA_PORT", KAFKA_PORT + offset)
+        values: dict[str, Any] = {
+            "port_offset": offset,
+            "kafka_port": kafka_port,
+            "kafka_controller_port": port("KAFKA_CONTROLLER_PORT", kafka_port + 1),
+            "redis_port": port("REDIS_PORT", REDIS_PORT + offset),
+            "grpc_port": port("RECMESH_SCORING__GRPC_PORT", GRPC_PORT + offset),
+            "kafka_bootstrap": env.get("RECMESH_KAFKA__BOOTSTRAP_SERVERS") or None,
+            "redis_url": env.get("RECMESH_REDIS__URL") or None,
+            "topic_prefix": env.get("RECMESH_KAFKA__TOPIC_PREFIX", ""),
+        }
+        values.update(overrides)
+        for name, base in DEFAULT_PORTS.items():
+            if not 0 < base + values["port_offset"] < 65536:
+                raise SystemExit(f"RECMESH_STACK_PORT_OFFSET={offset} puts {name} on port {base + offset}")
+        return cls(**values)
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
 
     @property
     def bootstrap(self) -> str:
@@ -107,10 +158,15 @@ def _tail(path: Path, n: int = 30) -> str:
         return "(no log)"
 
 
+def infra_env(cfg: StackConfig) -> dict[str, str]:
+    """Environment of the ``infra/`` scripts for this stack (ports and data directories)."""
+    return {**os.environ, "KAFKA_PORT": str(cfg.kafka_port), "KAFKA_CONTROLLER_PORT": str(cfg.controller_port),
+            "KAFKA_DATA": str(cfg.data / "kafka"), "REDIS_PORT": str(cfg.redis_port),
+            "REDIS_DATA": str(cfg.data / "redis")}  # fmt: skip
+
+
 def _infra(cmd: str, cfg: StackConfig) -> None:
-    env = {**os.environ, "KAFKA_PORT": str(cfg.kafka_port), "KAFKA_CONTROLLER_PORT": str(cfg.kafka_port + 1),
-           "KAFKA_DATA": str(cfg.data / "kafka"), "REDIS_PORT": str(cfg.redis_port),
-           "REDIS_DATA": str(cfg.data / "redis")}  # fmt: skip
+    env = infra_env(cfg)
     for script in ("kafka/kafka.sh", "redis/redis.sh") if cmd == "start" else ("redis/redis.sh", "kafka/kafka.sh"):
         r = subprocess.run([str(ROOT / "infra" / script), cmd], env=env)
         if r.returncode != 0:
@@ -247,20 +303,22 @@ app = typer.Typer(help="Local stack: Kafka, Redis, topics and the five services.
 
 @app.command("up")
 def up_cmd() -> None:
-    """Start Kafka, Redis, topics and the five services; wait until ready."""
-    up(StackConfig())
+    """Start Kafka, Redis, topics and the five services; wait until ready (ports: see RECMESH_STACK_PORT_OFFSET)."""
+    if os.environ.get("RECMESH_HTTP__PORT"):
+        console.print("RECMESH_HTTP__PORT is ignored by the stack (five services): use RECMESH_STACK_PORT_OFFSET")
+    up(StackConfig.from_env())
 
 
 @app.command("down")
 def down_cmd() -> None:
     """Stop everything `up` started (safe when nothing runs)."""
-    down(StackConfig())
+    down(StackConfig.from_env())
 
 
 @app.command("status")
 def status_cmd() -> None:
     """Each service: state, port, model version served, consumer lag."""
-    cfg = StackConfig()
+    cfg = StackConfig.from_env()
     table = Table(title="recmesh local stack")
     for col in ("service", "state", "port", "model", "lag"):
         table.add_column(col)
@@ -269,7 +327,7 @@ def status_cmd() -> None:
         table.add_row(row["service"], f"[{color}]{row['state']}[/]", row["port"], row["model"], row["lag"])
     infra = []
     for name, script in (("kafka", "kafka/kafka.sh"), ("redis", "redis/redis.sh")):
-        r = subprocess.run([str(ROOT / "infra" / script), "status"], capture_output=True, text=True)
+        r = subprocess.run([str(ROOT / "infra" / script), "status"], capture_output=True, text=True, env=infra_env(cfg))
         infra.append(f"{name}: {'up' if r.returncode == 0 else 'down'}")
     Console().print(table)
     Console().print("  ".join(infra))

@@ -83,11 +83,19 @@ class HttpSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """API keys. Keys map to a tenant, or '*' for every tenant. None configured = open API."""
+    """API keys. Keys map to a tenant, or '*' for every tenant. None configured = open API.
 
-    api_keys: dict[str, str] = Field(
+    The key strings are the secrets, so they are held as ``SecretStr`` (masked in reprs, logs
+    and dumps); the env variable stays the same JSON object ``{key: tenant}``.
+    """
+
+    api_keys: dict[SecretStr, str] = Field(
         default_factory=dict, description="JSON object {key: tenant or '*'} (secret in production)."
     )
+
+    def tenants_by_key(self) -> dict[str, str]:
+        """The keys in clear, for the authenticator only (never log or return this)."""
+        return {k.get_secret_value(): t for k, t in self.api_keys.items()}
 
 
 class ServiceSettings(BaseSettings):

@@ -3,6 +3,10 @@
 Each topic is a typed :class:`TopicSpec` (name, key field, value class, partitions, cleanup
 policy, retention). A :class:`TopicRegistry` applies an optional prefix (tests and tenants
 sharing a cluster) and creates or updates topics through the Kafka admin API.
+
+Catalog topics are compacted and a tombstone deletes by key, so their keys are
+tenant-qualified: :func:`catalog_key` builds them and :func:`parse_catalog_key` reads them
+back, for every producer and consumer of ``catalog.items.v1`` / ``catalog.users.v1``.
 """
 
 from __future__ import annotations
@@ -98,6 +102,33 @@ def dlq_spec(spec: TopicSpec) -> TopicSpec:
     """The dead-letter topic of ``spec``: original key and bytes plus error headers."""
     return TopicSpec(f"{spec.name}.dlq", spec.key, None, partitions=1, retention_ms=DLQ_RETENTION_MS,
                      doc=f"dead letters of {spec.name}")  # fmt: skip
+
+
+# ASCII "unit separator": not a character anyone types into an id, and never valid in a tenant.
+CATALOG_KEY_SEP = "\x1f"
+
+
+def catalog_key(tenant: str | None, entity_id: str, default_tenant: str) -> str:
+    """Kafka key of a catalog record (upsert or tombstone) of ``entity_id`` in ``tenant``.
+
+    The default tenant keeps the bare id (records written before keys were qualified stay
+    valid); any other tenant gets ``<tenant>\\x1f<id>``, so compaction and tombstones of one
+    tenant never touch another tenant's entity with the same id. A default-tenant id that
+    itself contains the separator is qualified too, so :func:`parse_catalog_key` is exact.
+    Raises ValueError for a tenant containing the separator.
+    """
+    t = tenant or default_tenant
+    if t == default_tenant and CATALOG_KEY_SEP not in entity_id:
+        return entity_id
+    if CATALOG_KEY_SEP in t:
+        raise ValueError(f"tenant {t!r} contains the catalog key separator (\\x1f)")
+    return f"{t}{CATALOG_KEY_SEP}{entity_id}"
+
+
+def parse_catalog_key(key: str, default_tenant: str) -> tuple[str, str]:
+    """(tenant, entity id) of a catalog key built by :func:`catalog_key` (a bare id: the default tenant)."""
+    tenant, sep, entity_id = key.partition(CATALOG_KEY_SEP)
+    return (tenant, entity_id) if sep else (default_tenant, key)
 
 
 class TopicRegistry:

@@ -58,8 +58,10 @@ class LatencyMiddleware:
 
 def error_response(exc: RecmeshError) -> JSONResponse:
     headers = {}
-    if isinstance(exc, Backpressure):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    # Backpressure, and any other error that knows when a retry makes sense (e.g. an event id in flight).
+    retry_after = exc.retry_after_s if isinstance(exc, Backpressure) else getattr(exc, "retry_after_s", None)
+    if isinstance(retry_after, int | float):
+        headers["Retry-After"] = str(max(1, round(retry_after)))
     body: dict[str, Any] = {"error": exc.code, "detail": exc.message}
     if exc.details is not None:
         body["details"] = exc.details
@@ -143,7 +145,7 @@ class ApiKeyAuth:
     """API keys from settings: ``{key: tenant}``; ``'*'`` grants every tenant. None = open."""
 
     def __init__(self, auth: AuthSettings) -> None:
-        self.keys = dict(auth.api_keys)
+        self.keys = auth.tenants_by_key()
         if not self.keys:
             log.warning("no API keys configured: the API is open (set RECMESH_AUTH__API_KEYS)")
 

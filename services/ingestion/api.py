@@ -6,18 +6,28 @@ exist only to document the contract in OpenAPI (``/docs``).
 
 Order of work for ``POST /v1/events``: API key → body → validation (per-entry rejects) →
 tenant authorisation (403 for another tenant's key) → idempotency claim of client event
-ids (Redis SET NX) → backpressure check (queue depth + batch against the bound, 503 +
-Retry-After *before* anything is enqueued) → produce and await the broker's acks → 202.
-An event is reported accepted only once Kafka acknowledged it.
+ids (Redis SET NX, *pending* with a short TTL) → backpressure check (queue depth + batch
+against the bound, 503 + Retry-After *before* anything is enqueued) → produce and await the
+broker's acks → mark the acknowledged ids *done* (full TTL; failed ones are released) → 202.
+An event is reported accepted only once Kafka acknowledged it, and a duplicate only once an
+earlier copy was acknowledged: an id whose claim is still pending (another request in flight,
+or a process that died before the ack) is rejected with "in flight; retry" (503 + Retry-After
+for a single event), so a crash never turns the client's retry into a lost event.
+
+Catalog records are keyed by :func:`recmesh.core.topics.catalog_key` (tenant-qualified outside
+the default tenant): compaction and ``DELETE`` (a tombstone, in the caller's tenant) never
+reach another tenant's entity with the same id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter as Tally
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from recmesh.core.errors import Backpressure, PayloadTooLarge, Unavailable, ValidationError
 from recmesh.core.events import EVENT_TYPES, now_ms
 from recmesh.core.metrics import Counter, Histogram
-from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, TopicSpec
-from recmesh.ingestion.app import Ingestion
+from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, TopicSpec, catalog_key
+from recmesh.ingestion.app import DUPLICATE, IN_FLIGHT, NEW, Ingestion
 from recmesh.ingestion.handlers import (
     NDJSON_TYPES,
     Reject,
@@ -71,7 +81,10 @@ The front door of Recmesh: client apps send interaction events and catalog metad
 * `POST /v1/events` accepts one event (JSON object), a JSON array of up to `max_batch` events,
   or `application/x-ndjson` (one event per line). Valid events are accepted even when
   others in the batch are rejected; the 202 lists rejected entries by index.
-* A repeated `event_id` is accepted once (idempotency key, remembered for `dedupe_ttl_s`).
+* A repeated `event_id` is accepted once (idempotency key, remembered for `dedupe_ttl_s`). While
+  another request with the same id waits for Kafka, the id is rejected as *in flight* (retry it;
+  a single event gets `503` with `Retry-After`).
+* `DELETE /v1/items/{id}` and `/v1/users/{id}` delete in the caller's tenant only.
 * `202` is sent only after Kafka acknowledged the events. Under backpressure the answer is
   `503` with `Retry-After` and nothing of the request was enqueued.
 * Auth: `X-API-Key`; a key is valid for one tenant (or `*`). The tenant is the event's
@@ -79,6 +92,17 @@ The front door of Recmesh: client apps send interaction events and catalog metad
 """
 
 JSON = "application/json"
+_IN_FLIGHT_MSG = "event_id {!r} is in flight (claimed by a request the broker has not acknowledged yet); retry"
+
+
+class EventInFlight(Unavailable):
+    """The single event's id is claimed by a request still waiting for the broker: retry later."""
+
+    code = "in_flight"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 # -- OpenAPI documentation models (not used for validation) -----------------------------------------
@@ -185,7 +209,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The key is not valid for the event's tenant."},
     413: {"model": ErrorBody, "description": "Body larger than max_body_bytes or more than max_batch entries."},
     422: {"model": ErrorBody, "description": "A single (non-batch) entry is invalid."},
-    503: {"model": ErrorBody, "description": "Backpressure or broker unavailable; retry after Retry-After."},
+    503: {
+        "model": ErrorBody,
+        "description": "Backpressure, broker unavailable, or (single event) its event_id in flight; "
+        "retry after Retry-After.",
+    },
 }
 
 
@@ -308,31 +336,47 @@ def register(app: FastAPI, state: Ingestion) -> None:
             raise ValidationError(v.rejected[0]["error"], details={"rejected": v.rejected})
         ctx.authorise(state, {ev.tenant for ev in v.events})
         events = v.events
+        rejected = v.rejected
         duplicates = 0
         claimed: list[Any] = []
         if state.dedupe is not None and any(v.client_ids):
             to_claim = [ev for ev, cid in zip(events, v.client_ids, strict=True) if cid]
             try:
-                fresh = await state.dedupe.claim(to_claim)
+                answers = await state.dedupe.claim(to_claim)
             except Exception as exc:
                 REQUESTS_REFUSED.labels("redis").inc()
                 raise Unavailable(f"idempotency store unavailable: {type(exc).__name__}") from None
-            dup_ids = {id(ev) for ev, new in zip(to_claim, fresh, strict=True) if not new}
-            claimed = [ev for ev, new in zip(to_claim, fresh, strict=True) if new]
-            if dup_ids:
-                duplicates = len(dup_ids)
-                EVENTS_DUPLICATE.inc(duplicates)
-                keep = [j for j, ev in enumerate(events) if id(ev) not in dup_ids]
+            claimed = [ev for ev, a in zip(to_claim, answers, strict=True) if a == NEW]
+            if len(claimed) < len(to_claim):
+                skip = {id(ev): a for ev, a in zip(to_claim, answers, strict=True) if a != NEW}
+                duplicates = sum(a == DUPLICATE for a in skip.values())
+                in_flight = len(skip) - duplicates
+                if duplicates:
+                    EVENTS_DUPLICATE.inc(duplicates)
+                if in_flight:
+                    EVENTS_REJECTED.labels("in_flight").inc(in_flight)
+                    if single:
+                        raise EventInFlight(
+                            _IN_FLIGHT_MSG.format(events[0].event_id),
+                            retry_after_s=state.settings.ingestion.retry_after_s,
+                        )
+                keep = []
+                for j, ev in enumerate(events):
+                    a = skip.get(id(ev))
+                    if a is None:
+                        keep.append(j)
+                    elif a == IN_FLIGHT:
+                        rejected.append({"index": v.indices[j], "error": _IN_FLIGHT_MSG.format(ev.event_id)})
                 events = [events[j] for j in keep]
                 v.indices = [v.indices[j] for j in keep]
-        rejected = v.rejected
+                rejected.sort(key=lambda r: r["index"])
         accepted = 0
         if events:
             try:
                 results = await _produce(state, INTERACTIONS, events)
             except BaseException:
                 if claimed and state.dedupe is not None:
-                    await state.dedupe.release(claimed)
+                    await _release(state, claimed)
                 raise
             by_type: Tally[str] = Tally()
             failed = []
@@ -347,10 +391,13 @@ def register(app: FastAPI, state: Ingestion) -> None:
                 EVENTS_ACCEPTED.labels(et).inc(n)
             if failed:
                 EVENTS_REJECTED.labels("produce_failed").inc(len(failed))
-                if state.dedupe is not None:
-                    claimed_ids = {id(ev) for ev in claimed}
-                    await state.dedupe.release([ev for ev in failed if id(ev) in claimed_ids])
                 rejected.sort(key=lambda r: r["index"])
+            if claimed and state.dedupe is not None:
+                failed_ids = {id(ev) for ev in failed}
+                if failed_ids:
+                    await _release(state, [ev for ev in claimed if id(ev) in failed_ids])
+                    claimed = [ev for ev in claimed if id(ev) not in failed_ids]
+                await _confirm(state, claimed)
         out: dict[str, Any] = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
         if single and events:
             out["event_id"] = events[0].event_id
@@ -372,7 +419,7 @@ def register(app: FastAPI, state: Ingestion) -> None:
                 CATALOG_REJECTED.labels(kind, exc.reason).inc()
                 raise ValidationError(exc.message) from None
             ctx.authorise(state, {ev.tenant})
-            results = await _produce(state, spec, [ev])
+            results = await _produce_catalog(state, spec, [ev])
             if results[0] is not None:
                 raise Unavailable(f"not accepted by the broker: {results[0]}; retry")
             CATALOG_ACCEPTED.labels(kind, "upsert").inc()
@@ -388,7 +435,7 @@ def register(app: FastAPI, state: Ingestion) -> None:
             rejected = v.rejected
             accepted = 0
             if v.events:
-                results = await _produce(state, spec, v.events)
+                results = await _produce_catalog(state, spec, v.events)
                 for idx, err in zip(v.indices, results, strict=True):
                     if err is None:
                         accepted += 1
@@ -399,8 +446,11 @@ def register(app: FastAPI, state: Ingestion) -> None:
             return _json({"accepted": accepted, "rejected": rejected})
 
         async def delete_one(entity_id: str, request: Request) -> Response:
-            _Request(state, request)  # authentication and tenant authorisation only
-            err = await _tombstone(state, spec, entity_id)
+            ctx = _Request(state, request)  # authenticates, and authorises the caller's tenant
+            # A tombstone deletes by key: the key names the caller's tenant, so no other tenant's
+            # entity with the same id is touched.
+            key = _catalog_key(state, ctx.default_tenant, entity_id)
+            err = (await _produce_catalog(state, spec, [None], keys=[key]))[0]
             if err is not None:
                 raise Unavailable(f"tombstone not accepted by the broker: {err}; retry")
             CATALOG_ACCEPTED.labels(kind, "delete").inc()
@@ -427,7 +477,7 @@ def register(app: FastAPI, state: Ingestion) -> None:
         app.delete(
             f"/v1/{plural}/{{entity_id}}",
             tags=["catalog"],
-            summary=f"Delete one {kind} (a tombstone on the compacted topic)",
+            summary=f"Delete one {kind} of the caller's tenant (a tombstone on the compacted topic)",
             status_code=202,
             response_model=EventsAccepted,
             responses={k: v for k, v in _ERRORS.items() if k in (401, 403, 503)},
@@ -437,24 +487,89 @@ def register(app: FastAPI, state: Ingestion) -> None:
     catalog_routes("user", CATALOG_USERS, UserIn)
 
 
-async def _tombstone(state: Ingestion, spec: TopicSpec, key: str) -> str | None:
-    """Produce a null value for ``key`` and await its acknowledgement (None when acknowledged)."""
-    import asyncio
-
-    producer = _producer(state)
-    _check_capacity(state, 1)
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[str | None] = loop.create_future()
-
-    def cb(err: Any, msg: Any) -> None:
-        res = None if err is None else str(err)
-        loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(res))
-
-    producer.produce_raw(state.topics.name(spec), None, key.encode(), None, cb)
+def _catalog_key(state: Ingestion, tenant: str, entity_id: str) -> str:
     try:
-        return await asyncio.wait_for(fut, state.settings.ingestion.ack_timeout_s)
-    except TimeoutError:
-        raise Unavailable("the broker did not acknowledge the tombstone in time; retry") from None
+        return catalog_key(tenant, entity_id, state.settings.tenant)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+async def _produce_catalog(
+    state: Ingestion, spec: TopicSpec, events: list[Any], keys: list[str] | None = None
+) -> list[str | None]:
+    """Produce catalog records keyed by tenant-qualified keys and await their acknowledgements.
+
+    ``events`` holds ItemUpdate/UserUpdate values, or None for a tombstone (then ``keys`` names
+    what to delete). Returns, per record, None when acknowledged, else the error text.
+    """
+    producer = _producer(state)
+    if keys is None:
+        keys = [_catalog_key(state, ev.tenant, getattr(ev, spec.key)) for ev in events]
+    _check_capacity(state, len(events))
+    loop = asyncio.get_running_loop()
+    topic = state.topics.name(spec)
+    results: list[str | None] = [None] * len(events)
+    waits: list[tuple[int, asyncio.Future[str | None]]] = []
+
+    def settle(fut: asyncio.Future[str | None], res: str | None) -> None:
+        if not fut.done():
+            fut.set_result(res)
+
+    for i, (ev, key) in enumerate(zip(events, keys, strict=True)):
+        try:
+            value = None if ev is None else producer.encode(spec, ev)
+        except Exception as exc:  # fastavro raises ValueError/TypeError/... on invalid fields
+            results[i] = f"invalid {spec.key.removesuffix('_id')}: {type(exc).__name__}: {exc}"
+            continue
+        fut: asyncio.Future[str | None] = loop.create_future()
+
+        def cb(err: Any, msg: Any, fut: asyncio.Future[str | None] = fut) -> None:
+            loop.call_soon_threadsafe(settle, fut, None if err is None else str(err))
+
+        try:
+            producer.produce_raw(topic, value, key.encode(), None, cb)
+        except Backpressure as exc:
+            if not waits:
+                REQUESTS_REFUSED.labels("backpressure").inc()
+                raise Backpressure(exc.message, retry_after_s=state.settings.ingestion.retry_after_s) from None
+            for j in range(i, len(events)):  # the enqueued prefix is still delivered and reported
+                results[j] = "backpressure"
+            break
+        except KafkaException as exc:  # e.g. a message larger than message.max.bytes
+            results[i] = str(exc)
+            continue
+        waits.append((i, fut))
+    if waits:
+        try:
+            timeout = state.settings.ingestion.ack_timeout_s
+            acks = await asyncio.wait_for(asyncio.gather(*(f for _, f in waits)), timeout)
+        except TimeoutError:
+            REQUESTS_REFUSED.labels("ack_timeout").inc()
+            raise Unavailable("the broker did not acknowledge the catalog records in time; retry") from None
+        for (i, _), err in zip(waits, acks, strict=True):
+            results[i] = err
+    return results
+
+
+async def _confirm(state: Ingestion, events: list[Any]) -> None:
+    """Mark acknowledged ids done. A failure is logged, not raised: the events are in Kafka, and
+    the pending claim then expires (a retry after that is produced again and deduplicated by
+    the consumers, which is at-least-once, never a loss)."""
+    assert state.dedupe is not None
+    try:
+        await state.dedupe.confirm(events)
+    except Exception as exc:
+        log.warning("could not confirm idempotency claims", extra={"events": len(events), "error": repr(exc)})
+
+
+async def _release(state: Ingestion, events: list[Any]) -> None:
+    """Forget pending claims of events not accepted. On failure they expire by themselves
+    (until then a retry is answered "in flight", never "duplicate")."""
+    assert state.dedupe is not None
+    try:
+        await state.dedupe.release(events)
+    except Exception as exc:
+        log.warning("could not release idempotency claims", extra={"events": len(events), "error": repr(exc)})
 
 
 __all__ = ["DESCRIPTION", "NDJSON_TYPES", "register"]

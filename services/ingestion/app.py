@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,10 +33,19 @@ log = logging.getLogger(__name__)
 DEDUPE_CONSUMER = "ingestion"
 
 
-# SET NX EX for every id in one round trip. ARGV: ttl, then (key prefix, ids joined by "\n") per
-# tenant. Sending two strings per tenant instead of one argument per key keeps the client's
-# command packing (the costliest part of a 500-key claim) flat. The reply is one string of
-# '1' (new) / '0' (seen) per id, in order.
+# Claim states of an event id (the value of its key).
+PENDING = "p"  # claimed by a request whose events the broker has not acknowledged yet (short TTL)
+DONE = "1"  # acknowledged by the broker (full TTL); "1" is also what older versions wrote
+
+# Claim answers, one per event.
+NEW = "new"  # claimed now: produce it
+DUPLICATE = "duplicate"  # already acknowledged (or repeated within the request): do not produce
+IN_FLIGHT = "in_flight"  # another request holds a pending claim: neither produced nor a duplicate; retry
+
+# SET NX EX (pending) for every id in one round trip. ARGV: ttl, then (key prefix, ids joined by
+# "\n") per tenant. Sending two strings per tenant instead of one argument per key keeps the
+# client's command packing (the costliest part of a 500-key claim) flat. The reply is one string
+# of '1' (new) / '0' (done: a duplicate) / '2' (pending: in flight) per id, in order.
 _CLAIM_LUA = """
 local ttl = ARGV[1]
 local out = {}
@@ -44,30 +54,72 @@ for g = 2, #ARGV, 2 do
   local prefix, ids = ARGV[g], ARGV[g + 1]
   for id in string.gmatch(ids, "[^\\n]+") do
     n = n + 1
-    if redis.call('SET', prefix .. id, '1', 'NX', 'EX', ttl) then out[n] = '1' else out[n] = '0' end
+    local key = prefix .. id
+    if redis.call('SET', key, 'p', 'NX', 'EX', ttl) then
+      out[n] = '1'
+    elseif redis.call('GET', key) == 'p' then
+      out[n] = '2'
+    else
+      out[n] = '0'
+    end
   end
 end
 return table.concat(out)
 """
 
+# SET EX (done) for every id, same arguments as the claim: one round trip per batch.
+_CONFIRM_LUA = """
+local ttl = ARGV[1]
+for g = 2, #ARGV, 2 do
+  local prefix, ids = ARGV[g], ARGV[g + 1]
+  for id in string.gmatch(ids, "[^\\n]+") do
+    redis.call('SET', prefix .. id, '1', 'EX', ttl)
+  end
+end
+return 1
+"""
+
+# Forget a claim only while it is still pending: never erase an acknowledged id. One key per
+# call, so it also runs on Redis Cluster.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == 'p' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_CLAIM_ANSWER = {49: NEW, 48: DUPLICATE, 50: IN_FLIGHT}  # ord('1'), ord('0'), ord('2')
+
+
+def pending_ttl(ack_timeout_s: float) -> int:
+    """How long a claim stays pending: a few ack timeouts, so a live request always confirms or
+    releases it first, while the claim of a process that died mid-request soon expires."""
+    return max(5, math.ceil(3 * ack_timeout_s))
+
 
 class IdempotencyKeys:
-    """Client event ids accepted once per tenant: ``SET rm:<tenant>:dd:ingestion:<id> 1 NX EX ttl``.
+    """Client event ids accepted once per tenant, in two steps around the broker's acknowledgement.
 
-    ``claim`` marks the ids and says which were new; ``release`` forgets ids whose events
-    were then not accepted (backpressure, broker failure), so that the client's retry is
-    not mistaken for a duplicate. ``mode="script"`` claims a whole batch with one Lua call;
-    ``mode="pipeline"`` (one SET per event) is for Redis Cluster, where a script must
+    ``claim`` sets ``rm:<tenant>:dd:ingestion:<id>`` to *pending* with a short TTL (SET NX) and
+    says, per event, whether it is new, a duplicate (already acknowledged) or in flight (another
+    request's pending claim). ``confirm`` marks acknowledged ids *done* with the full TTL;
+    ``release`` forgets pending claims whose events were then not accepted (backpressure, broker
+    failure), so that the client's retry is not mistaken for a duplicate. A process that dies
+    between claim and acknowledgement leaves only a pending claim: the client's retry is told
+    "in flight, retry" until it expires, never "duplicate", so no event is lost.
+
+    ``mode="script"`` claims (and confirms) a whole batch with one Lua call; ``mode="pipeline"``
+    (one SET per event, one pipeline round trip) is for Redis Cluster, where a script must
     declare its keys and they must share a slot.
     """
 
-    def __init__(self, client: aioredis.Redis, ttl_s: int, mode: str = "script") -> None:
+    def __init__(self, client: aioredis.Redis, ttl_s: int, mode: str = "script", pending_ttl_s: int = 90) -> None:
         self.r = client
         self.ttl_s = ttl_s
+        self.pending_ttl_s = pending_ttl_s
         self.mode = mode
         self._keys: dict[str, Keys] = {}
         self._prefixes: dict[str, str] = {}
-        self._script = client.register_script(_CLAIM_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
+        self._confirm = client.register_script(_CONFIRM_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
 
     def key(self, tenant: str, event_id: str) -> str:
         k = self._keys.get(tenant)
@@ -82,32 +134,84 @@ class IdempotencyKeys:
             assert self.key(tenant, "x") == p + "x", "Keys.dedupe must end with the event id"
         return p
 
-    async def claim(self, events: Sequence[Interaction]) -> list[bool]:
-        if not events:
-            return []
-        if self.mode == "script" and not any("\n" in ev.event_id for ev in events):
-            groups: dict[str, list[int]] = {}
-            for i, ev in enumerate(events):
-                groups.setdefault(ev.tenant, []).append(i)
-            args: list[Any] = [self.ttl_s]
-            order: list[int] = []
-            for tenant, idx in groups.items():
-                args.append(self._prefix(tenant))
-                args.append("\n".join([events[i].event_id for i in idx]))
-                order.extend(idx)
-            flags = await self._script(keys=[], args=args)
-            out = [False] * len(events)
-            for pos, i in enumerate(order):
-                out[i] = flags[pos] == 49  # ord("1")
+    def _script_args(self, ttl: int, events: Sequence[Interaction]) -> tuple[list[Any], list[int]] | None:
+        """(ARGV, event order of the reply) for the Lua scripts; None when an id cannot be sent that way."""
+        if self.mode != "script" or any("\n" in ev.event_id for ev in events):
+            return None
+        groups: dict[str, list[int]] = {}
+        for i, ev in enumerate(events):
+            groups.setdefault(ev.tenant, []).append(i)
+        args: list[Any] = [ttl]
+        order: list[int] = []
+        for tenant, idx in groups.items():
+            args.append(self._prefix(tenant))
+            args.append("\n".join([events[i].event_id for i in idx]))
+            order.extend(idx)
+        return args, order
+
+    async def claim(self, events: Sequence[Interaction]) -> list[str]:
+        """One answer per event: :data:`NEW`, :data:`DUPLICATE` or :data:`IN_FLIGHT`.
+
+        An id repeated within ``events`` is claimed once; its repeats are duplicates.
+        """
+        out = [DUPLICATE] * len(events)
+        seen: set[tuple[str, str]] = set()
+        unique: list[int] = []
+        for i, ev in enumerate(events):
+            k = (ev.tenant, ev.event_id)
+            if k not in seen:
+                seen.add(k)
+                unique.append(i)
+        if not unique:
             return out
+        batch = [events[i] for i in unique]
+        prepared = self._script_args(self.pending_ttl_s, batch)
+        if prepared is not None:
+            args, order = prepared
+            flags = await self._claim(keys=[], args=args)
+            for pos, j in enumerate(order):
+                out[unique[j]] = _CLAIM_ANSWER[flags[pos]]
+            return out
+        keys = [self.key(ev.tenant, ev.event_id) for ev in batch]
+        pipe = self.r.pipeline(transaction=False)
+        for k in keys:
+            pipe.set(k, PENDING, nx=True, ex=self.pending_ttl_s)
+        fresh = await pipe.execute()
+        taken = [j for j, ok in enumerate(fresh) if not ok]
+        if taken:  # only off the happy path: tell pending claims from acknowledged ids
+            pipe = self.r.pipeline(transaction=False)
+            for j in taken:
+                pipe.get(keys[j])
+            states = await pipe.execute()
+        for j, ok in enumerate(fresh):
+            out[unique[j]] = NEW if ok else DUPLICATE
+        if taken:
+            for j, state in zip(taken, states, strict=True):
+                # A key gone meanwhile (its pending claim expired) is not a duplicate either.
+                out[unique[j]] = IN_FLIGHT if state in (PENDING.encode(), None) else DUPLICATE
+        return out
+
+    async def confirm(self, events: Sequence[Interaction]) -> None:
+        """Mark claimed ids as acknowledged (done, full TTL)."""
+        if not events:
+            return
+        prepared = self._script_args(self.ttl_s, events)
+        if prepared is not None:
+            await self._confirm(keys=[], args=prepared[0])
+            return
         pipe = self.r.pipeline(transaction=False)
         for ev in events:
-            pipe.set(self.key(ev.tenant, ev.event_id), b"1", nx=True, ex=self.ttl_s)
-        return [bool(x) for x in await pipe.execute()]
+            pipe.set(self.key(ev.tenant, ev.event_id), DONE, ex=self.ttl_s)
+        await pipe.execute()
 
     async def release(self, events: Sequence[Interaction]) -> None:
-        if events:
-            await self.r.delete(*[self.key(ev.tenant, ev.event_id) for ev in events])
+        """Forget the pending claims of events that were not accepted (the client may retry them)."""
+        if not events:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for ev in events:
+            await self._release(keys=[self.key(ev.tenant, ev.event_id)], args=[], client=pipe)
+        await pipe.execute()
 
 
 @dataclass
@@ -182,7 +286,10 @@ def build_app(settings: IngestionSettings, ensure_topics: bool = True) -> FastAP
                 socket_timeout=r.socket_timeout_s,
                 socket_connect_timeout=r.socket_timeout_s,
             )
-            state.dedupe = IdempotencyKeys(state.redis, settings.ingestion.dedupe_ttl_s, settings.ingestion.dedupe_mode)
+            ing = settings.ingestion
+            state.dedupe = IdempotencyKeys(
+                state.redis, ing.dedupe_ttl_s, ing.dedupe_mode, pending_ttl_s=pending_ttl(ing.ack_timeout_s)
+            )
         await state.refresh_readiness()
 
         async def watch() -> None:

@@ -122,7 +122,7 @@ def _run(
             client_id="ingestion-import",
             schema_registry_url=settings.schema_registry_url,
         ).start()
-        sink = ProducerSink(producer)
+        sink = ProducerSink(producer, default_tenant=settings.tenant)
         target = f"Kafka {settings.kafka.bootstrap_servers}"
     tasks: dict[str, Any] = {}
     try:

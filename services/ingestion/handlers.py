@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import orjson
 
@@ -115,6 +115,15 @@ def norm_id(v: Any, name: str, max_len: int, required: bool = True) -> str | Non
     if len(s) > max_len:
         raise Reject("invalid_value", f"'{name}' is longer than {max_len} characters")
     return s
+
+
+def norm_tenant(v: Any) -> str:
+    """A tenant name: an id of at most 64 characters without control characters (tenants end up
+    in Redis keys and in catalog keys, where ``\\x1f`` separates the tenant from the id)."""
+    t = cast(str, norm_id(v, "tenant", 64))
+    if not t.isprintable():
+        raise Reject("invalid_value", "'tenant' must not contain control characters")
+    return t
 
 
 def parse_timestamp(v: Any, name: str = "timestamp", unit: str = "ms") -> int:
@@ -293,7 +302,7 @@ class EventValidator:
             eid = norm_id(eid, "event_id", max_id)
         t = g("tenant")
         if t is not None:
-            t = norm_id(t, "tenant", 64)
+            t = norm_tenant(t)
         ctx = g("context")
         sess = g("session_id")
         if sess is not None and (type(sess) is not str or len(sess) > max_id):
@@ -364,7 +373,7 @@ def validate_item(obj: Any, tenant: str, now: int, max_id: int = 256, item_id: s
     t = obj.get("tenant")
     return ItemUpdate(
         item_id=item_id or body_id,  # type: ignore[arg-type]
-        tenant=norm_id(t, "tenant", 64) if t is not None else tenant,  # type: ignore[arg-type]
+        tenant=norm_tenant(t) if t is not None else tenant,
         title=title,
         categories=norm_str_list(obj.get("categories"), "categories"),
         attributes=norm_str_map(obj.get("attributes"), "attributes"),
@@ -384,7 +393,7 @@ def validate_user(obj: Any, tenant: str, now: int, max_id: int = 256, user_id: s
     t = obj.get("tenant")
     return UserUpdate(
         user_id=user_id or body_id,  # type: ignore[arg-type]
-        tenant=norm_id(t, "tenant", 64) if t is not None else tenant,  # type: ignore[arg-type]
+        tenant=norm_tenant(t) if t is not None else tenant,
         attributes=norm_str_map(obj.get("attributes"), "attributes"),
         segments=norm_str_list(obj.get("segments"), "segments"),
         created_at=None if created is None else parse_timestamp(created, "created_at"),

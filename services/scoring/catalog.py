@@ -4,7 +4,8 @@ Every replica follows the compacted topic from the earliest offset with a group 
 so it holds the whole catalog. The consumer thread applies records to private dicts and then
 publishes an immutable :class:`CatalogSnapshot` by one reference assignment; the request path
 only ever reads a snapshot, so it needs no lock and never sees a half-applied batch.
-A tombstone (null value) deletes the item: it is blocked from every list.
+A tombstone (null value) deletes the item in the tenant its key names (see
+:func:`recmesh.core.topics.catalog_key`): it is blocked from every list of that tenant.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from recmesh.core.bus import Record
 from recmesh.core.events import ItemUpdate
+from recmesh.core.topics import parse_catalog_key
 
 _NO_CATS: frozenset[str] = frozenset()
 
@@ -83,13 +85,11 @@ class Catalog:
             touched: dict[str, set[str]] = {}
             for rec in records:
                 ev = rec.value
-                if ev is None:  # tombstone: delete in every tenant that has the item
-                    item_id = rec.key or ""
-                    tenants = [t for t, items in self._items.items() if item_id in items] or [self.default_tenant]
-                    for t in tenants:
-                        touched.setdefault(t, set()).update(self._remove(t, item_id))
-                        self._items.setdefault(t, {})
-                        self._blocked.setdefault(t, set()).add(item_id)
+                if ev is None:  # tombstone: delete in the tenant its key names (only there)
+                    t, item_id = parse_catalog_key(rec.key or "", self.default_tenant)
+                    touched.setdefault(t, set()).update(self._remove(t, item_id))
+                    self._items.setdefault(t, {})
+                    self._blocked.setdefault(t, set()).add(item_id)
                     continue
                 t = ev.tenant or self.default_tenant
                 cats = touched.setdefault(t, set())

@@ -51,7 +51,7 @@ from recmesh.core.bus import ConsumerRunner, EventProducer, Record, Subscription
 from recmesh.core.errors import TransientError
 from recmesh.core.metrics import Counter, Gauge, Histogram
 from recmesh.core.settings import KafkaSettings
-from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, TopicRegistry, TopicSpec
+from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, TopicRegistry, TopicSpec, parse_catalog_key
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,10 @@ def file_path(lake: str, topic: str, day: str, partition: int, first: int, last:
 def _row(topic: str, rec: Record[Any]) -> dict[str, Any]:
     ev = rec.value
     meta = {"_partition": rec.partition, "_offset": rec.offset, "_kafka_ts": rec.timestamp_ms}
-    if ev is None:  # tombstone on a compacted catalog topic: the entity was deleted
-        return {_KEY_COL.get(topic, "key"): rec.key, "deleted": True, "updated_at": rec.timestamp_ms, **meta}
+    if ev is None:  # tombstone on a compacted catalog topic: the entity was deleted (in the key's tenant)
+        tenant, entity = parse_catalog_key(rec.key or "", "")
+        return {_KEY_COL.get(topic, "key"): entity, "tenant": tenant or None, "deleted": True,
+                "updated_at": rec.timestamp_ms, **meta}  # fmt: skip
     row: dict[str, Any] = {}
     for f in SCHEMAS[topic].names:
         if f.startswith("_") or f == "deleted":
@@ -487,13 +489,19 @@ def lake_dataset(uri: str, start_ms: int | None = None, end_ms: int | None = Non
     return Dataset.from_frame(training_frame(df), **dataset_kwargs)
 
 
-def latest_catalog(uri: str, topic: str = CATALOG_ITEMS.name) -> pd.DataFrame:
-    """The newest record per key of a catalog topic (deleted entities dropped)."""
+def latest_catalog(uri: str, topic: str = CATALOG_ITEMS.name, default_tenant: str = "default") -> pd.DataFrame:
+    """The newest record per (tenant, id) of a catalog topic (deleted entities dropped).
+
+    A tombstone with a bare key belongs to ``default_tenant`` (see ``core.topics.catalog_key``).
+    """
     df = read_lake(uri, topic=topic)
     if df.empty:
         return df
     key = _KEY_COL[topic]
-    df = df.sort_values(["updated_at", "_offset"], kind="stable").drop_duplicates(key, keep="last")
+    if "tenant" not in df.columns:
+        df["tenant"] = None
+    df["tenant"] = df["tenant"].fillna(default_tenant)
+    df = df.sort_values(["updated_at", "_offset"], kind="stable").drop_duplicates(["tenant", key], keep="last")
     return df[~df["deleted"].fillna(False).astype(bool)].reset_index(drop=True)
 
 

@@ -40,7 +40,7 @@ def test_prefix_and_nested_sections(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kafka.bootstrap_servers == "k1:9092,k2:9092"
     assert s.kafka.consumer_batch_size == 123
     assert s.redis.dedupe_ttl_s == 60
-    assert s.auth.api_keys == {"key-a": "shop1", "key-b": "*"}
+    assert s.auth.tenants_by_key() == {"key-a": "shop1", "key-b": "*"}
     assert s.kafka.client_config()["bootstrap.servers"] == "k1:9092,k2:9092"
 
 
@@ -55,11 +55,29 @@ def test_secrets_stay_out_of_repr_but_reach_the_client(monkeypatch: pytest.Monke
     monkeypatch.setenv("RECMESH_KAFKA__SASL_USERNAME", "svc")
     monkeypatch.setenv("RECMESH_KAFKA__SASL_PASSWORD", "hunter2-kafka")
     monkeypatch.setenv("RECMESH_REDIS__PASSWORD", "hunter2-redis")
+    monkeypatch.setenv("RECMESH_AUTH__API_KEYS", '{"hunter2-api-key": "shop1"}')
     s = ServiceSettings()
-    for text in (repr(s), str(s), s.model_dump_json()):
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump()), repr(s.auth)):
         assert "hunter2" not in text
     assert s.kafka.client_config()["sasl.password"] == "hunter2-kafka"
     assert s.redis.password is not None and s.redis.password.get_secret_value() == "hunter2-redis"
+    assert s.auth.tenants_by_key() == {"hunter2-api-key": "shop1"}  # the authenticator still sees the key
+
+
+def test_api_keys_are_checked_in_clear_but_dumped_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recmesh.core.errors import Forbidden, Unauthenticated
+    from recmesh.core.web import ApiKeyAuth
+
+    monkeypatch.setenv("RECMESH_AUTH__API_KEYS", '{"k-shop": "shop1", "k-all": "*"}')
+    s = ServiceSettings()
+    auth = ApiKeyAuth(s.auth)
+    assert auth.check("k-shop", "shop1") == "shop1" and auth.check("k-all", "other") == "other"
+    with pytest.raises(Forbidden):
+        auth.check("k-shop", "other")
+    with pytest.raises(Unauthenticated):
+        auth.check("nope", "shop1")
+    for text in (repr(s), s.model_dump_json(), str(s.model_dump(mode="json"))):
+        assert "k-shop" not in text and "k-all" not in text
 
 
 def test_production_refuses_an_open_api(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,3 +105,31 @@ def test_settings_are_frozen() -> None:
     s = ServiceSettings()
     with pytest.raises(PydanticValidationError):
         s.env = "prod"  # type: ignore[misc]
+
+
+def test_stack_ports_come_from_the_environment_with_explicit_variables_winning() -> None:
+    """`make up` next to another stack: an offset moves every port, an explicit port wins."""
+    from recmesh.stack import StackConfig, infra_env
+
+    default = StackConfig.from_env({})
+    ports = (default.kafka_port, default.controller_port, default.redis_port, default.grpc_port)
+    assert ports == (9092, 9093, 6379, 50051)
+    assert default.port("ingestion") == 8001 and default.bootstrap == "127.0.0.1:9092"
+
+    shifted = StackConfig.from_env({"RECMESH_STACK_PORT_OFFSET": "100", "REDIS_PORT": "7000"})
+    assert (shifted.kafka_port, shifted.controller_port, shifted.redis_port) == (9192, 9193, 7000)
+    assert (shifted.port("scoring"), shifted.port("training"), shifted.grpc_port) == (8100, 8104, 50151)
+    assert shifted.redis == "redis://127.0.0.1:7000/0"
+    env = shifted.service_env("ingestion")
+    assert env["RECMESH_HTTP__PORT"] == "8101" and env["RECMESH_KAFKA__BOOTSTRAP_SERVERS"] == "127.0.0.1:9192"
+    assert infra_env(shifted)["KAFKA_CONTROLLER_PORT"] == "9193" and infra_env(shifted)["REDIS_PORT"] == "7000"
+
+    explicit_env = {"KAFKA_PORT": "29092", "KAFKA_CONTROLLER_PORT": "29999", "RECMESH_REDIS__URL": "redis://cache:6380/2",
+                    "RECMESH_SCORING__GRPC_PORT": "51000"}  # fmt: skip
+    explicit = StackConfig.from_env(explicit_env, port_offset=5)
+    assert (explicit.kafka_port, explicit.controller_port, explicit.grpc_port) == (29092, 29999, 51000)
+    assert explicit.redis == "redis://cache:6380/2" and explicit.port("scoring") == 8005
+    with pytest.raises(SystemExit, match="KAFKA_PORT"):
+        StackConfig.from_env({"KAFKA_PORT": "nine"})
+    with pytest.raises(SystemExit, match="RECMESH_STACK_PORT_OFFSET"):
+        StackConfig.from_env({"RECMESH_STACK_PORT_OFFSET": "x"})

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from recmesh.core.bus import EventProducer
 from recmesh.core.errors import Backpressure
-from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, TopicSpec
+from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, TopicSpec, catalog_key
 from recmesh.ingestion.cleaning import Cleaner, CleaningOptions, CleaningReport
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,15 @@ class DryRunSink:
 
 
 class ProducerSink:
-    """Produces through the idempotent Avro producer; waits (never drops) when the queue is full."""
+    """Produces through the idempotent Avro producer; waits (never drops) when the queue is full.
 
-    def __init__(self, producer: EventProducer) -> None:
+    Catalog records are keyed by :func:`~recmesh.core.topics.catalog_key` (tenant-qualified
+    outside ``default_tenant``, the deployment's ``RECMESH_TENANT``), like the HTTP API's.
+    """
+
+    def __init__(self, producer: EventProducer, default_tenant: str = "default") -> None:
         self.producer = producer
+        self.default_tenant = default_tenant
         self._lock = threading.Lock()
         self.delivered = 0
         self.failed = 0
@@ -166,10 +171,18 @@ class ProducerSink:
         spec = SPECS[kind]
         send = self.producer.send
         cb = self._cb
+        catalog = spec is not INTERACTIONS
         for ev in events:
+            key = None
+            if catalog:
+                try:
+                    key = catalog_key(ev.tenant, getattr(ev, spec.key), self.default_tenant)
+                except ValueError as exc:  # a tenant no key can name: count it as failed, go on
+                    self._cb(exc, None)
+                    continue
             while True:
                 try:
-                    send(spec, ev, on_delivery=cb)
+                    send(spec, ev, key=key, on_delivery=cb)
                     break
                 except Backpressure:
                     self.producer.poll(0.05)

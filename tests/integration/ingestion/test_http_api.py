@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
+from recmesh.core.bus import Record
 from recmesh.core.events import Interaction, ItemUpdate, UserUpdate, now_ms
-from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS
+from recmesh.core.topics import CATALOG_ITEMS, CATALOG_USERS, INTERACTIONS, catalog_key
+from recmesh.ingestion.app import DUPLICATE, IN_FLIGHT, NEW, pending_ttl
 from tests.integration.ingestion.conftest import read_topic, topic_count
 
 pytestmark = pytest.mark.integration
@@ -171,3 +175,83 @@ def test_idempotency_claims_map_back_across_tenants(
     got = sorted((v.tenant, v.event_id) for _, v in read_topic(kafka_bootstrap, topics, INTERACTIONS, expect=5))
     assert got == sorted([(tenant, "a2"), (other, "b1"), (tenant, "a1"), (other, "b2"), (tenant, "a3")])
     redis_client.delete(*[f"rm:{other}:dd:ingestion:{i}" for i in ("b1", "b2")])
+
+
+@pytest.mark.parametrize("mode", ["script", "pipeline"])
+def test_a_claim_left_pending_by_a_crash_is_retryable_never_a_duplicate(
+    ingestion_factory, kafka_bootstrap, topics, redis_client, tenant, mode
+):
+    """Exists because a process that dies between the Redis claim and the broker's ack must not
+    turn the client's retry into a "duplicate": the event would never be produced."""
+    client, settings = ingestion_factory(ingestion={"dedupe_mode": mode, "ack_timeout_s": 2.0, "retry_after_s": 2})
+    dedupe = client.app.state.ingestion.dedupe
+    key = f"rm:{tenant}:dd:ingestion:crash-1"
+    # The crash: a request claimed the id and died before the broker acknowledged anything.
+    claim = client.portal.call(dedupe.claim, [Interaction("crash-1", "u", "i", "view", tenant=tenant)])
+    assert claim == [NEW]
+    assert redis_client.get(key) == b"p" and 0 < redis_client.ttl(key) <= pending_ttl(2.0) < 86400
+
+    ev = {"event_id": "crash-1", "user_id": "u", "item_id": "i", "event_type": "view"}
+    single = client.post("/v1/events", json=ev)
+    assert single.status_code == 503 and single.headers["retry-after"] == "2"
+    assert single.json()["error"] == "in_flight" and "retry" in single.json()["detail"]
+    r = client.post("/v1/events", json=[ev, {**ev, "event_id": "fresh-1"}]).json()
+    assert (r["accepted"], r["duplicates"]) == (1, 0)
+    assert [x["index"] for x in r["rejected"]] == [0] and "in flight" in r["rejected"][0]["error"]
+    # An acknowledged id is done, with the full TTL.
+    done = f"rm:{tenant}:dd:ingestion:fresh-1"
+    assert redis_client.get(done) == b"1" and redis_client.ttl(done) > pending_ttl(2.0)
+
+    redis_client.pexpire(key, 1)  # the dead request's pending claim runs out
+    time.sleep(0.05)
+    assert client.post("/v1/events", json=ev).json()["accepted"] == 1
+    assert client.post("/v1/events", json=ev).json()["duplicates"] == 1
+    assert redis_client.get(key) == b"1"
+    got = sorted(v.event_id for _, v in read_topic(kafka_bootstrap, topics, INTERACTIONS, expect=2))
+    assert got == ["crash-1", "fresh-1"]  # each produced exactly once
+
+
+@pytest.mark.parametrize("mode", ["script", "pipeline"])
+def test_claim_answers_new_duplicate_and_in_flight(ingestion_factory, redis_client, tenant, mode):
+    """Exists because both claim modes (Lua script, plain pipeline) must give the same three answers."""
+    client, _ = ingestion_factory(ingestion={"dedupe_mode": mode})
+    dedupe = client.app.state.ingestion.dedupe
+    evs = [Interaction(i, "u", "x", "view", tenant=tenant) for i in ("n1", "n2", "n1")]
+    assert client.portal.call(dedupe.claim, evs) == [NEW, NEW, DUPLICATE]  # a repeat in the batch
+    client.portal.call(dedupe.confirm, evs[:1])
+    assert client.portal.call(dedupe.claim, evs[:2]) == [DUPLICATE, IN_FLIGHT]
+    client.portal.call(dedupe.release, evs[:2])  # releases only the pending one
+    assert redis_client.get(f"rm:{tenant}:dd:ingestion:n1") == b"1"
+    assert redis_client.exists(f"rm:{tenant}:dd:ingestion:n2") == 0
+
+
+def test_catalog_keys_are_tenant_qualified_so_a_delete_stays_in_its_tenant(
+    ingestion_factory, kafka_bootstrap, topics, tenant
+):
+    """Exists because catalog topics are compacted and deleted by key: tenant B's DELETE (or a
+    later upsert) of an id must never remove or overwrite tenant A's item with the same id."""
+    from recmesh.scoring.catalog import Catalog
+
+    other = f"{tenant}-b"
+    client, _ = ingestion_factory(auth={"api_keys": {"k-a": tenant, "k-b": other}})
+    a, b = {"x-api-key": "k-a"}, {"x-api-key": "k-b"}
+    assert client.put("/v1/items/sku1", json={"title": "A shoe"}, headers=a).status_code == 202
+    assert client.put("/v1/items/sku1", json={"title": "B shoe"}, headers=b).status_code == 202
+    assert client.post("/v1/items", json=[{"item_id": "sku2"}], headers=b).json()["accepted"] == 1
+    assert client.delete("/v1/items/sku1", headers=b).status_code == 202  # in the caller's tenant
+    assert client.delete("/v1/users/u1", headers=b).status_code == 202
+    assert client.delete("/v1/items/sku1", headers={**a, "x-tenant": other}).status_code == 403
+
+    records = read_topic(kafka_bootstrap, topics, CATALOG_ITEMS, expect=4)
+    b_key = catalog_key(other, "sku1", tenant)
+    assert b_key != "sku1"
+    assert sorted((k, v is None) for k, v in records) == sorted(
+        [("sku1", False), (b_key, False), (b_key, True), (catalog_key(other, "sku2", tenant), False)]
+    )
+    assert read_topic(kafka_bootstrap, topics, CATALOG_USERS, expect=1) == [(catalog_key(other, "u1", tenant), None)]
+
+    catalog = Catalog(default_tenant=tenant)  # what scoring makes of the topic
+    catalog.apply([Record("items", 0, i, k, v, 0) for i, (k, v) in enumerate(records)])
+    mine, theirs = catalog.snapshot.tenant(tenant), catalog.snapshot.tenant(other)
+    assert mine.title("sku1") == "A shoe" and "sku1" not in mine.blocked
+    assert "sku1" not in theirs.items and "sku1" in theirs.blocked and "sku2" in theirs.items

@@ -55,7 +55,7 @@ def ml100k() -> Path:
 def sink(settings_factory, topics):
     settings = settings_factory()
     producer = EventProducer(settings.kafka, topics, client_id="import-test").start()
-    yield ProducerSink(producer)
+    yield ProducerSink(producer, default_tenant=settings.tenant)
     producer.close(10)
 
 

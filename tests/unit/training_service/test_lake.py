@@ -98,6 +98,24 @@ def test_catalog_tombstone_and_latest_record(uri):
     assert cat["categories"].iloc[0] == "[]"
 
 
+def test_catalog_tombstone_deletes_only_in_its_tenant(uri):
+    """Two tenants share an item id: a tombstone keyed for one (core.topics.catalog_key) leaves the other."""
+    from recmesh.core.topics import catalog_key
+
+    topic = "catalog.items.v1"
+    k_t1 = catalog_key("t1", "a", "default")
+    recs = [
+        Record(topic, 0, 0, "a", ItemUpdate("a", title="default A", updated_at=T0), T0),
+        Record(topic, 0, 1, k_t1, ItemUpdate("a", tenant="t1", title="t1 A", updated_at=T0), T0),
+        Record(topic, 0, 2, k_t1, None, T0 + 6),
+    ]
+    lake.LakeWriter(uri).write_batch(topic, recs)
+    cat = lake.latest_catalog(uri, topic)
+    assert list(zip(cat["tenant"], cat["item_id"], cat["title"], strict=True)) == [("default", "a", "default A")]
+    lake.LakeWriter(uri).write_batch(topic, [Record(topic, 0, 3, "a", None, T0 + 7)])
+    assert lake.latest_catalog(uri, topic).empty
+
+
 def test_sweep_removes_only_old_temp_files(tmp_path):
     w = lake.LakeWriter(str(tmp_path / "lake"))
     w.write_batch("interactions.v1", _recs(0, range(0, 3)))
