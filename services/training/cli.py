@@ -1,9 +1,9 @@
 """``recmesh model …``: offline models on plain files (fit, recommend, evaluate).
 
 Defines ``model_app``; other Typer apps of the training service can live next to it in this
-module. Bad input (missing or malformed files, unknown models, invalid params) prints one line
-``error: …`` and exits with status 2; outputs are written atomically, so a failed run leaves
-nothing at ``--output``.
+module. Bad input (missing or malformed files, unknown models, invalid params, params a model
+refuses at fit time) prints one line ``error: …`` and exits with status 2; outputs are written
+atomically, so a failed run leaves nothing at ``--output``.
 """
 
 from __future__ import annotations
@@ -85,7 +85,12 @@ def fit_cmd(
             raise CliInputError(f"{output} already exists and is not empty")
         ds = Dataset.from_file(interactions, filters=_filters(min_user, min_item))
         with console.status(f"fitting {model} on {len(ds)} interactions"):
-            artifact = fit_model(model, ds, config)
+            try:
+                artifact = fit_model(model, ds, config)
+            except ModelError:
+                raise
+            except ValueError as exc:  # what a model refuses at fit time (its params on this data)
+                raise CliInputError(f"fitting {model} failed: {exc}") from None
         artifact.save(str(output))
     console.print(
         f"[green]wrote[/] {output}  ({artifact.kind}, {artifact.n_items} items, "

@@ -366,13 +366,27 @@ class Dataset:
         ]
 
     def item_popularity(self, half_life_days: float | None = None) -> np.ndarray:
-        """Distinct positive users per item, optionally time-decayed towards the latest event."""
+        """Distinct positive users per item, optionally time-decayed towards the latest event.
+
+        A user counts once per item however often they interacted (novelty and ARP read this as
+        "share of users"); with a half-life each (user, item) pair is decayed from its latest
+        positive event.
+        """
         f = self.frame[self.frame["weight"] > 0]
-        w = np.ones(len(f), dtype=np.float64)
-        if half_life_days and len(f):
-            ts = f["timestamp"].to_numpy(dtype=np.float64)
-            w = np.power(0.5, (ts.max() - ts) / 86_400_000.0 / half_life_days)
-        return np.bincount(f["iidx"].to_numpy(), weights=w, minlength=self.n_items).astype(np.float32)
+        if not len(f):
+            return np.zeros(self.n_items, dtype=np.float32)
+        u = f["uidx"].to_numpy(dtype=np.int64)
+        i = f["iidx"].to_numpy(dtype=np.int64)
+        if not half_life_days:
+            # the CSR merge of repeated (user, item) cells is the fastest dedupe here (~30 ms per 1M rows)
+            m = sp.csr_matrix((np.ones(len(f), dtype=np.float32), (u, i)), shape=(self.n_users, self.n_items))
+            m.sum_duplicates()
+            return np.bincount(m.indices, minlength=self.n_items).astype(np.float32)
+        ts = f["timestamp"].to_numpy(dtype=np.float64)
+        latest = pd.Series(ts).groupby(u * self.n_items + i, sort=False).max()
+        w = np.power(0.5, (ts.max() - latest.to_numpy()) / 86_400_000.0 / half_life_days)
+        pair_items = latest.index.to_numpy(dtype=np.int64) % self.n_items
+        return np.bincount(pair_items, weights=w, minlength=self.n_items).astype(np.float32)
 
     def data_range(self) -> dict[str, int]:
         """Time range and sizes, recorded in artifact metadata."""

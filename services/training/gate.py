@@ -5,7 +5,7 @@ on the **same split** by a relative margin: the champion is re-evaluated on that
 catalog aligned to the split's items), never compared through metrics it recorded on an older
 split. Everything else stays a challenger. Promotion and rollback move the registry's champion
 pointer and then publish a :class:`~recmesh.core.events.ModelPublished` event, which scoring and
-personalization hot-swap on.
+personalization hot-swap on; when the publish fails the pointer is moved back.
 """
 
 from __future__ import annotations
@@ -186,29 +186,70 @@ def kafka_publisher(settings: Any) -> tuple[Publisher, Callable[[], None]]:
     return publish, lambda: producer.close(10)
 
 
+def _snapshot(registry: Registry, name: str, versions: list[str | None]) -> tuple[dict[str, Any], list[VersionInfo]]:
+    """The champion pointer and the records of ``versions`` before a champion change."""
+    infos = [info for v in dict.fromkeys(versions) if v and (info := registry.get(name, v)) is not None]
+    return registry.state(name), infos
+
+
+def _restore(registry: Registry, name: str, snap: tuple[dict[str, Any], list[VersionInfo]]) -> None:
+    """Put the pointer (first: it is what readers follow) and the version statuses back."""
+    state, infos = snap
+    # Registry has no public "write state": this is the storage contract's own atomic write.
+    registry._write_json(registry._p(name, "state.json"), state)
+    for info in infos:
+        registry.register(info)
+
+
+def _publish_or_restore(registry: Registry, name: str, event: ModelPublished, publisher: Publisher | None,
+                        snap: tuple[dict[str, Any], list[VersionInfo]]) -> None:  # fmt: skip
+    """Publish ``event``; when that fails, the champion change is undone before the error propagates.
+
+    Without this a broker that does not acknowledge leaves the registry pointing at a champion
+    that scoring and personalization never heard of (they hot-swap on the event, not the pointer).
+    """
+    if publisher is None:
+        return
+    try:
+        publisher(event)
+    except BaseException:
+        log.error("publish failed, champion change undone",
+                  extra={"model": name, "version": event.version, "restored": snap[0].get("champion")})  # fmt: skip
+        _restore(registry, name, snap)
+        raise
+
+
 def promote(registry: Registry, name: str, version: str, publisher: Publisher | None,
             action: str = "promote") -> ModelPublished:  # fmt: skip
-    """Make ``version`` champion and publish it. Returns the published event."""
+    """Make ``version`` champion and publish it. Returns the published event.
+
+    All or nothing: if the publisher raises, the previous champion pointer (and version
+    statuses) are restored and the error is re-raised.
+    """
+    snap = _snapshot(registry, name, [registry.state(name).get("champion"), version])
     previous = registry.set_champion(name, version)
     info = registry.get(name, version)
     assert info is not None
     event = published_event(info, action, previous)
+    _publish_or_restore(registry, name, event, publisher, snap)
     PROMOTIONS.labels(name, action).inc()
-    if publisher is not None:
-        publisher(event)
     log.info("champion changed", extra={"model": name, "version": version, "previous": previous, "action": action})
     return event
 
 
 def rollback(registry: Registry, name: str, publisher: Publisher | None) -> ModelPublished:
-    """Restore the previous champion and publish it (``action='rollback'``)."""
+    """Restore the previous champion and publish it (``action='rollback'``).
+
+    All or nothing, like :func:`promote`: a failed publish leaves the demoted champion in place.
+    """
+    history = list(registry.state(name).get("history", []))
+    snap = _snapshot(registry, name, history[-2:])
     restored, demoted = registry.rollback(name)
     info = registry.get(name, restored)
     assert info is not None
     event = published_event(info, "rollback", demoted)
+    _publish_or_restore(registry, name, event, publisher, snap)
     PROMOTIONS.labels(name, "rollback").inc()
-    if publisher is not None:
-        publisher(event)
     log.info("rolled back", extra={"model": name, "restored": restored, "demoted": demoted})
     return event
 

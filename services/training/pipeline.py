@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from recmesh.core.artifacts import ModelArtifact
@@ -201,7 +201,13 @@ def run_training(req: TrainRequest, registry: Registry, publisher: Publisher | N
                                     metrics.get(req.gate.metric, 0.0))  # fmt: skip
         info = registry.register(record_decision(info, decision))
         if decision.promote:
-            published = promote(registry, req.model, version, publisher)
+            try:
+                published = promote(registry, req.model, version, publisher)
+            except Exception as exc:  # promote() has put the old champion back; say so on the version
+                note = f"gate passed, publish failed (champion unchanged): {exc!r}"[:300]
+                registry.register(replace(info, note=note))
+                LAST_RUN_TS.labels(req.model, "failed").set(time.time())
+                raise
         lap("gate", t)
     if decision is not None:
         GATE_DECISIONS.labels(req.model, "promoted" if decision.promote else "refused").inc()

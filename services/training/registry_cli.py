@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recmesh.core.errors import Unavailable
 from recmesh.core.registry import Registry
 
 models_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Model registry.")
@@ -123,6 +124,9 @@ def promote_cmd(
     pub, close = _publisher(settings, publish)
     try:
         ev = promote(reg, name, version, pub, action="promote")
+    except Unavailable as exc:
+        _fail(f"{exc} (champion unchanged)")
+        return
     finally:
         close()
     console.print(f"[green]{name} champion is now {version}[/green] (was {ev.previous_version or '-'})")
@@ -142,8 +146,8 @@ def rollback_cmd(
     pub, close = _publisher(settings, publish)
     try:
         ev = rollback(reg, name, pub)
-    except ValueError as exc:
-        _fail(str(exc))
+    except (ValueError, Unavailable) as exc:
+        _fail(f"{exc} (champion unchanged)" if isinstance(exc, Unavailable) else str(exc))
         return
     finally:
         close()

@@ -100,7 +100,9 @@ def make_config(name: str, params: dict[str, Any] | None = None) -> ModelConfig:
         return spec.config_cls(**(params or {}))
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors(include_url=False)
+            # a whole-config check (no field) reads "invalid params for sasrec: dim 30 is not ..."
+            f"{'.'.join(map(str, e['loc'])) + ': ' if e['loc'] else ''}{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
         )
         raise ModelError(f"invalid params for {name}: {problems}") from None
     except TypeError as exc:

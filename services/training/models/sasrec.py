@@ -24,7 +24,7 @@ import time
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recmesh.core.artifacts import ModelArtifact
 
@@ -56,6 +56,13 @@ class SASRecConfig(ModelConfig):
     threads: int = Field(
         1, ge=0, description="torch intra-op threads (0 = torch's default; 1 is fastest on small shared CPUs)."
     )
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> SASRecConfig:
+        # multi-head attention splits dim evenly across heads; catch it here, not mid-fit in torch
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+        return self
 
 
 def sequences(dataset: Dataset) -> list[np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from recmesh.core.artifacts import ModelArtifact
 from recmesh.training.cli import model_app
+from recmesh.training.models import REGISTRY, ModelError, model_names
 
 from .conftest import toy_frame
 
@@ -104,6 +106,34 @@ def test_fit_bad_model_or_params(tmp_path, toy_csv, args, message) -> None:
     r = runner.invoke(model_app, ["fit", "-i", str(toy_csv), "-o", str(out), *args])
     assert r.exit_code == 2
     assert message in _err_line(r)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["events.csv"]
+
+
+def test_fit_sasrec_heads_not_dividing_dim_is_one_line(tmp_path, toy_csv) -> None:
+    """Caught by the config, before torch builds anything."""
+    if "sasrec" not in model_names():
+        pytest.skip("torch not installed")
+    out = tmp_path / "art"
+    params = '{"dim": 30, "n_heads": 4}'
+    r = runner.invoke(model_app, ["fit", "-i", str(toy_csv), "-o", str(out), "--model", "sasrec", "--params", params])
+    assert r.exit_code == 2
+    assert _err_line(r) == "error: invalid params for sasrec: dim 30 is not a multiple of n_heads 4"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["events.csv"]
+
+
+@pytest.mark.parametrize("exc", [ValueError("diverged\nsecond line"), ModelError("diverged")])
+def test_fit_time_errors_are_one_line_and_leave_no_output(tmp_path, toy_csv, monkeypatch, exc) -> None:
+    """A model that refuses its params only once it sees the data (a ValueError from fit)."""
+
+    def refuse(dataset, config):
+        raise exc
+
+    monkeypatch.setitem(REGISTRY, "popularity", dataclasses.replace(REGISTRY["popularity"], fit=refuse))
+    out = tmp_path / "art"
+    r = runner.invoke(model_app, ["fit", "-i", str(toy_csv), "-o", str(out), "--model", "popularity"])
+    assert r.exit_code == 2, r.output  # an escaped exception would give 1 and a traceback
+    want = "error: fitting popularity failed: diverged" if type(exc) is ValueError else "error: diverged"
+    assert _err_line(r) == want
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["events.csv"]
 
 

@@ -123,6 +123,52 @@ def test_matrix_sums_repeats_and_keeps_negatives() -> None:
     assert ds.binary_matrix().toarray().tolist() == [[1.0, 0.0]]
 
 
+def test_item_popularity_counts_distinct_positive_users() -> None:
+    """Novelty and ARP read popularity as a share of users: repeats by one user count once."""
+    f = _frame(
+        [
+            ("u", "a", 1, "click", None),
+            ("u", "a", 2, "click", None),
+            ("u", "a", 3, "purchase", None),
+            ("v", "a", 4, "click", None),
+            ("w", "b", 5, "click", None),
+            ("x", "b", 6, "dislike", None),  # negative: not a positive user
+            ("x", "c", 7, "dislike", None),
+        ]
+    )
+    ds = Dataset.from_frame(f)
+    pop = ds.item_popularity()
+    assert pop.dtype == np.float32
+    assert {i: pop[ds.item_index[i]] for i in "abc"} == {"a": 2.0, "b": 1.0, "c": 0.0}
+    assert pop.max() <= ds.n_users
+    assert Dataset.from_frame(_frame([("x", "c", 1, "dislike", None)])).item_popularity().tolist() == [0.0]
+
+
+def test_item_popularity_decays_each_pair_from_its_latest_event() -> None:
+    day, t0 = 86_400_000, 1_700_000_000_000
+    f = _frame(
+        [
+            ("u", "a", t0, "click", None),
+            ("u", "a", t0 + 2 * day, "click", None),  # u's latest on a: now → weight 1
+            ("v", "a", t0, "click", None),  # one half-life old → 0.5
+            ("w", "b", t0 + 2 * day, "click", None),
+        ]
+    )
+    ds = Dataset.from_frame(f)
+    pop = ds.item_popularity(half_life_days=2)
+    assert pop[ds.item_index["a"]] == pytest.approx(1.5) and pop[ds.item_index["b"]] == pytest.approx(1.0)
+
+
+def test_item_popularity_ignores_repeated_histories(toy_dataset) -> None:
+    """Every user repeating their whole history leaves popularity unchanged."""
+    once = toy_frame()
+    twice = Dataset.from_frame(normalize_frame(pd.concat([once, once.assign(timestamp=once["timestamp"] + 1)])))
+    assert len(twice) == 2 * len(toy_dataset)
+    np.testing.assert_array_equal(twice.item_popularity(), toy_dataset.item_popularity())
+    f = toy_dataset.frame
+    assert toy_dataset.item_popularity().sum() == len(f.drop_duplicates(["uidx", "iidx"]))
+
+
 def test_min_interaction_filters_iterate() -> None:
     f = _frame(
         [

@@ -1,4 +1,4 @@
-"""Gate decisions, catalog alignment of a champion, and all-or-nothing registration."""
+"""Gate decisions, catalog alignment of a champion, all-or-nothing registration and promotion."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from recmesh.core.artifacts import ModelArtifact
+from recmesh.core.errors import Unavailable
 from recmesh.core.registry import Registry
 from recmesh.training import pipeline
-from recmesh.training.gate import GateConfig, align_artifact, decide
+from recmesh.training.gate import GateConfig, align_artifact, decide, promote, rollback
 
 CFG = GateConfig(metric="ndcg@10", margin=0.05)
 
@@ -93,18 +94,84 @@ def test_failed_registration_leaves_no_version_and_champion_untouched(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "reg" / "popularity" / "versions").iterdir()) == [first.version]
 
 
-def test_failed_fit_registers_nothing(tmp_path, toy, monkeypatch):
+def test_failed_fit_leaves_champion_and_versions_untouched(tmp_path, toy, monkeypatch):
+    """A champion exists first, so a fit that fails has something it could have disturbed."""
     path = tmp_path / "inter.csv"
     toy.to_csv(path, index=False)
     reg = Registry(str(tmp_path / "reg"))
+    first = pipeline.run_training(_req(path), reg)
+    assert first.promoted
+    state_before = reg.state("popularity")
+    versions_before = reg.versions("popularity")
 
     def bad_fit(*a, **k):
         raise ValueError("diverged")
 
     monkeypatch.setattr(pipeline, "fit_model", bad_fit)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="diverged"):
         pipeline.run_training(_req(path), reg)
-    assert reg.versions("popularity") == [] and reg.champion("popularity") is None
+    assert reg.state("popularity") == state_before
+    assert reg.champion("popularity").version == first.version
+    assert reg.versions("popularity") == versions_before
+    # no half-written version directory either (a record-less directory is invisible to versions())
+    assert sorted(p.name for p in (tmp_path / "reg" / "popularity" / "versions").iterdir()) == [first.version]
+
+
+def _raise_unacked(event):
+    raise Unavailable("models.published.v1 not acknowledged: timeout")
+
+
+def test_failed_publish_restores_previous_champion(tmp_path, toy):
+    """promote() moves the pointer before publishing; an unacknowledged publish must undo that."""
+    path = tmp_path / "inter.csv"
+    toy.to_csv(path, index=False)
+    reg = Registry(str(tmp_path / "reg"))
+    first = pipeline.run_training(_req(path), reg)
+    second = pipeline.run_training(_req(path, promote=False), reg)
+    state_before = reg.state("popularity")
+    records_before = {v.version: v for v in reg.versions("popularity")}
+
+    with pytest.raises(Unavailable):
+        promote(reg, "popularity", second.version, _raise_unacked)
+    assert reg.champion("popularity").version == first.version
+    assert reg.state("popularity") == state_before
+    assert {v.version: v for v in reg.versions("popularity")} == records_before
+
+    # a publisher that works still promotes afterwards
+    sent = []
+    ev = promote(reg, "popularity", second.version, sent.append)
+    assert reg.champion("popularity").version == second.version and sent == [ev]
+    assert ev.previous_version == first.version
+
+
+def test_failed_publish_on_rollback_keeps_current_champion(tmp_path, toy):
+    path = tmp_path / "inter.csv"
+    toy.to_csv(path, index=False)
+    reg = Registry(str(tmp_path / "reg"))
+    first = pipeline.run_training(_req(path), reg)
+    second = pipeline.run_training(_req(path, promote=False), reg)
+    promote(reg, "popularity", second.version, None)
+    state_before = reg.state("popularity")
+    records_before = {v.version: v for v in reg.versions("popularity")}
+
+    with pytest.raises(Unavailable):
+        rollback(reg, "popularity", _raise_unacked)
+    assert reg.champion("popularity").version == second.version
+    assert reg.state("popularity") == state_before
+    assert {v.version: v for v in reg.versions("popularity")} == records_before
+    assert rollback(reg, "popularity", None).version == first.version
+
+
+def test_training_run_with_failed_publish_leaves_champion(tmp_path, toy):
+    """The whole run: the gate passes (no champion yet) but the broker never acknowledges."""
+    path = tmp_path / "inter.csv"
+    toy.to_csv(path, index=False)
+    reg = Registry(str(tmp_path / "reg"))
+    with pytest.raises(Unavailable):
+        pipeline.run_training(_req(path), reg, _raise_unacked)
+    assert reg.champion("popularity") is None
+    (version,) = reg.versions("popularity")
+    assert version.status == "challenger" and "publish failed" in version.note
 
 
 def test_gate_refuses_equal_model_on_same_split(tmp_path, toy):

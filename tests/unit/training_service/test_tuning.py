@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from recmesh.training import tuning as tuning_mod
 from recmesh.training.dataset import Dataset, split_dataset
 from recmesh.training.tuning import TuneResult, sample_split, tune, tuning_section_html
 
@@ -18,11 +19,40 @@ def test_same_seed_same_best_params(toy):
     assert len(a.history) == 5 and a.best_value == max(h["value"] for h in a.history)
 
 
-def test_tuning_only_sees_the_training_rows(toy):
+def _keys(ds) -> set[tuple[str, str, int]]:
+    f = ds.frame
+    return set(zip(f["user_id"].astype(str), f["item_id"].astype(str), f["timestamp"].astype(int), strict=True))
+
+
+def test_tuning_only_sees_the_training_rows(toy, monkeypatch):
+    """Every row tuning fits on or validates against comes from the outer train split."""
     ds = Dataset.from_frame(toy)
     split = split_dataset(ds, "per-user-temporal:0.2")
+    fitted, validated = [], []
+
+    real_fit, real_evaluate = tuning_mod.fit_model, tuning_mod.evaluate
+
+    def spy_fit(name, train, params):
+        fitted.append(train)
+        return real_fit(name, train, params)
+
+    def spy_evaluate(art, inner, cfg):
+        validated.append(inner)
+        return real_evaluate(art, inner, cfg)
+
+    monkeypatch.setattr(tuning_mod, "fit_model", spy_fit)
+    monkeypatch.setattr(tuning_mod, "evaluate", spy_evaluate)
     res = tune("popularity", split.train, n_trials=2, seed=1, eval_max_users=None)
     assert res.val_split.startswith("per-user-temporal")
+    assert len(fitted) == 2 and len(validated) == 2
+
+    test_keys, train_keys = _keys(split.test), _keys(split.train)
+    assert len(test_keys) == len(split.test) and test_keys.isdisjoint(train_keys)  # keys identify rows here
+    seen = set().union(*(_keys(d) for d in fitted), *(_keys(s.train) | _keys(s.test) for s in validated))
+    assert seen and seen.isdisjoint(test_keys)
+    assert seen <= train_keys
+    # the inner split is a real split of the training rows: validation rows are never fitted on
+    assert all(_keys(s.test).isdisjoint(_keys(d)) for s, d in zip(validated, fitted, strict=True))
     with pytest.raises(ValueError):
         tune("popularity", split.train, n_trials=0, minutes=None)
 
