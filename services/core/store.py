@@ -64,6 +64,12 @@ class Keys:
         """sorted set item → last interaction ms, capped; owner feedback."""
         return f"{self.user(user_id)}:seen"
 
+    def covisit_history(self, user_id: str) -> str:
+        """sorted set item → last interaction ms, written only by feedback's counting lane (so
+        co-visitation never depends on the seen fast lane's progress); capped; owner feedback;
+        TTL counters_ttl_s."""
+        return f"{self.user(user_id)}:cvh"
+
     # -- per item / global -- feedback ---------------------------------------------------------
     def popularity(self) -> str:
         """sorted set item → exponentially decayed count (stored in log space); owner feedback."""
@@ -80,6 +86,11 @@ class Keys:
     def impression(self, request_id: str) -> str:
         """hash of one served list awaiting attribution; owner feedback; TTL impression_ttl_s."""
         return f"{self.p}:imp:{request_id}"
+
+    def impressions_due(self) -> str:
+        """sorted set JSON [tenant, request_id] → ms when its attribution window closes; owner feedback
+        (the timeout-negatives sweep claims and removes due members); TTL that of the impressions."""
+        return f"{self.p}:impdue"
 
     def last_impression(self, user_id: str, item_id: str) -> str:
         """string request_id of the last impression of item to user; owner feedback."""

@@ -8,8 +8,10 @@ in a child process of its own (``seen_lane_process``): in a thread it waited for
 counters' batches (p50 +15 ms under load). The parent restarts the child if it dies, and the child
 stops when the parent goes (SIGTERM, or the parent's death noticed within 0.2 s). Interactions and served
 recommendations are both keyed by user id with the same partition count, so with the range
-assignor one replica owns a user's clicks and impressions. Shutdown (SIGTERM): stop the
-runner (finishes its batch and commits), join it, flush the producer, close Redis.
+assignor one replica owns a user's clicks and impressions. A sweeper thread emits the negatives
+of impressions whose attribution window closed without a click (``timeout_negatives``; every
+replica sweeps, each due impression is claimed by one). Shutdown (SIGTERM): stop the sweeper and
+the runner (finishes its batch and commits), join them, flush the producer, close Redis.
 """
 
 from __future__ import annotations
@@ -69,14 +71,30 @@ class FeedbackService:
         elif s.seen_fast_lane:
             self.seen_runner = seen_runner(settings, self.handler, self.producer)
         self._threads: list[threading.Thread] = []
+        self._stop_sweep = threading.Event()
 
     def start(self) -> FeedbackService:
         if self.seen_lane is not None:
             self.seen_lane.start()
         self._threads = [r.start_thread() for r in (self.runner, self.seen_runner) if r is not None]
+        if self.handler.sweeping:
+            sweeper = threading.Thread(target=self._sweep_loop, name="feedback-sweep", daemon=True)
+            sweeper.start()
+            self._threads.append(sweeper)
         return self
 
+    def _sweep_loop(self) -> None:
+        """Timeout negatives: sweep closed impressions until stopped (a failed round is retried next time)."""
+        interval = self.settings.feedback.sweep_interval_s
+        while not self._stop_sweep.wait(interval):
+            try:
+                while self.handler.sweep() and not self._stop_sweep.is_set():
+                    pass  # a full round may have left more due impressions: go on at once
+            except Exception as exc:
+                log.warning("negatives sweep failed; retrying", extra={"error": repr(exc)})
+
     def stop(self, timeout: float = 30.0) -> None:
+        self._stop_sweep.set()
         for r in (self.runner, self.seen_runner):
             if r is not None:
                 r.stop()

@@ -18,11 +18,20 @@ Redis state written (owner: feedback):
   trending window; event *timestamps* (not arrival) drive the decay, so replays are exact.
   Trimmed to ``counters_max_items``.
 * ``Keys.covisit(item)`` — sorted set neighbour → co-occurrence count, trimmed to ``covisit_keep``.
+* ``Keys.covisit_history(user)`` — sorted set item → last interaction ms, the co-visitation
+  history: written only here, in the same transaction as the pairs, so a pair is computed from
+  exactly the events applied before it (never from the seen fast lane, which may be ahead with
+  later timestamps: a replay after a crash, or a lagging counter lane, gives the same pairs).
+  Capped at ``covisit_max_neighbors_per_event + 1`` (all a new event can pair with), TTL
+  ``redis.counters_ttl_s``.
 * ``Keys.item_meta(item)`` — hash title / categories (JSON list) / available, from catalog.items.
 * ``Keys.impression(request_id)`` — hash: ``meta`` (JSON: user, model, version, variant, ts,
   items with ranks) and markers ``c:<item>`` (clicked), ``v:<item>`` (converted), ``n:<item>``
   (negative label emitted), ``p:<event_id>`` (an engagement that arrived before its impression);
-  TTL = attribution window. ``Keys.last_impression(user, item)`` → request id, same TTL.
+  TTL = attribution window (plus ``negatives_delay_s`` and one more window with timeout negatives on,
+  so the sweep finds it). ``Keys.last_impression(user, item)`` → request id, TTL = window.
+* ``Keys.impressions_due()`` — sorted set [tenant, request id] → ms its window closes (with
+  ``timeout_negatives``); swept by :meth:`FeedbackHandler.sweep`.
 * ``Keys.ctr(dim, value)`` — hash impressions / clicks / conversions per ``item``, ``variant``,
   ``model`` (``name:version``) and ``vm`` (``variant|name:version``).
 
@@ -37,10 +46,16 @@ Attribution rules (deterministic, so a hand-computed scenario matches exactly):
   once (skip-above, Joachims 2002);
 * the first ``conversion_types`` event on an (impression, item) counts one conversion;
 * an engagement whose request id has no impression yet is parked in the impression hash and
-  joined when the impression arrives (the two topics are consumed independently).
+  joined when the impression arrives (the two topics are consumed independently);
+* an impression joins engagements until its window closes (``due`` in its meta: arrival + window);
+* timeout negatives (:func:`timeout_negatives`): when the window of an impression that got *no*
+  click has closed (and ``negatives_delay_s`` more), every item it showed gets a negative label,
+  once. The sweep claims due impressions atomically (a Lua script moves them to a lease), so two
+  replicas never both emit one; it emits, then removes the entry and the impression hash.
 
 Labels are produced (and flushed) before the Redis transaction commits: at least once, with a
-deterministic ``label_id`` (request, item, label) so the training reader can drop repeats.
+deterministic ``label_id`` (request, item, label) so the training reader can drop repeats (a crash
+between the flush and the commit is the only way a label is emitted twice).
 """
 
 from __future__ import annotations
@@ -68,7 +83,7 @@ from recmesh.core.realtime import (
 )
 from recmesh.core.settings import RedisSettings
 from recmesh.core.store import Deduper, Keys
-from recmesh.core.topics import FEEDBACK_LABELED
+from recmesh.core.topics import FEEDBACK_LABELED, parse_catalog_key
 from recmesh.feedback.settings import FeedbackSection
 
 log = logging.getLogger(__name__)
@@ -89,6 +104,11 @@ ATTRIBUTION_LAG = Histogram(
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )  # fmt: skip
 LABELS = Counter("recmesh_feedback_labels_total", "Labeled examples emitted.", ["label"])
+CLOSED = Counter(
+    "recmesh_feedback_impressions_closed_total", "Impressions whose window closed, swept.",
+    ["outcome"],  # clicked | unclicked (negatives emitted) | gone (expired before the sweep)
+)  # fmt: skip
+LATE = Counter("recmesh_feedback_late_engagements_total", "Engagements after their impression's window closed.")
 SEEN_LAG = Histogram(
     "recmesh_feedback_seen_lag_seconds", "Event timestamp → seen-items written (the freshness path).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
@@ -106,6 +126,17 @@ def model_label(name: str | None, version: str | None) -> str:
 def label_id(request_id: str, item_id: str, label: int) -> str:
     """Deterministic id of a label, so a re-emitted label is recognisable."""
     return hashlib.sha1(f"{request_id}\x00{item_id}\x00{label}".encode(), usedforsecurity=False).hexdigest()
+
+
+#: Claim due impressions: KEYS[1] = Keys.impressions_due(); ARGV = [due up to (ms), lease until (ms),
+#: max members]. Claimed members are re-scored to the lease's end, atomically, so a concurrent sweep
+#: (another replica) never gets them, and a sweeper that dies mid-way hands them on when it expires.
+CLAIM_DUE_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m) end
+return due
+"""
+CLAIM_LEASE_S = 60.0  # longer than one sweep round can take (labels flush within 10 s)
 
 
 # ------------------------------------------------------------------------------- pure logic
@@ -183,25 +214,31 @@ class Impression:
     variant: str
     ts: int
     ranks: dict[str, int]
+    due: int | None = None  # wall-clock ms its attribution window closes (None: stored before it existed)
 
     def meta_json(self) -> bytes:
         return orjson.dumps({"user": self.user, "model": self.model, "version": self.version,
-                             "variant": self.variant, "ts": self.ts,
+                             "variant": self.variant, "ts": self.ts, "due": self.due,
                              "items": [[i, r] for i, r in self.ranks.items()]})  # fmt: skip
+
+    def closed(self, now: int) -> bool:
+        return self.due is not None and now > self.due
 
     @classmethod
     def from_meta(cls, request_id: str, tenant: str, raw: bytes | str) -> Impression:
         d = orjson.loads(raw)
+        due = d.get("due")
         return cls(request_id, tenant, d["user"], d.get("model"), d.get("version"), d.get("variant", "control"),
-                   int(d.get("ts", 0)), {str(i): int(r) for i, r in d["items"]})  # fmt: skip
+                   int(d.get("ts", 0)), {str(i): int(r) for i, r in d["items"]},
+                   int(due) if due is not None else None)  # fmt: skip
 
     @classmethod
-    def from_served(cls, ev: RecommendationServed) -> Impression:
+    def from_served(cls, ev: RecommendationServed, due: int | None = None) -> Impression:
         ranks: dict[str, int] = {}
         for it in ev.items:
             ranks.setdefault(it.item_id, it.rank)
         return cls(ev.request_id, ev.tenant, ev.user_id, ev.model_name, ev.model_version, ev.variant,
-                   ev.timestamp, ranks)  # fmt: skip
+                   ev.timestamp, ranks, due)  # fmt: skip
 
 
 @dataclass
@@ -233,6 +270,28 @@ class Attribution:
     lags_s: list[float] = field(default_factory=list)
 
 
+def make_label(imp: Impression, item: str, value: int, etype: str | None, ts: int) -> LabeledInteraction:
+    """The labeled example of ``item`` in ``imp`` (deterministic id: request, item, label)."""
+    return LabeledInteraction(
+        label_id=label_id(imp.request_id, item, value), user_id=imp.user, item_id=item, tenant=imp.tenant,
+        label=value, event_type=etype, request_id=imp.request_id, rank=imp.ranks[item],
+        model_version=model_label(imp.model, imp.version) if imp.model or imp.version else None,
+        variant=imp.variant, impression_ts=imp.ts, timestamp=ts,
+    )  # fmt: skip
+
+
+def timeout_negatives(imp: Impression, marks: set[str], ts: int) -> list[LabeledInteraction]:
+    """Negatives of an impression whose window closed: every item, by rank, if nothing was clicked.
+
+    An impression with a click already has its labels (the click, skip-above negatives); the items
+    ranked below the click were maybe never looked at, so they get none. ``ts``: when the window closed.
+    """
+    if any(m.startswith("c:") for m in marks):
+        return []
+    by_rank = sorted(imp.ranks.items(), key=lambda kv: kv[1])
+    return [make_label(imp, item, 0, None, ts) for item, _ in by_rank if f"n:{item}" not in marks]
+
+
 def attribute(
     imp: Impression, marks: set[str], engagements: Sequence[Engagement], section: FeedbackSection
 ) -> Attribution:
@@ -246,12 +305,7 @@ def attribute(
         out.marks.append(f)
 
     def label(item: str, value: int, etype: str | None, ts: int) -> LabeledInteraction:
-        return LabeledInteraction(
-            label_id=label_id(imp.request_id, item, value), user_id=imp.user, item_id=item, tenant=imp.tenant,
-            label=value, event_type=etype, request_id=imp.request_id, rank=imp.ranks[item],
-            model_version=model_label(imp.model, imp.version) if imp.model or imp.version else None,
-            variant=imp.variant, impression_ts=imp.ts, timestamp=ts,
-        )  # fmt: skip
+        return make_label(imp, item, value, etype, ts)
 
     for g in sorted(engagements, key=lambda x: (x.ts, x.event_id)):
         if g.item not in imp.ranks:
@@ -318,6 +372,12 @@ class FeedbackHandler:
         self.dedupe = Deduper(client, CONSUMER, redis_settings.dedupe_ttl_s, self.keys)
         self.dedupe_served = Deduper(client, CONSUMER_SERVED, redis_settings.dedupe_ttl_s, self.keys)
         self.window_s = section.attribution_window_s or redis_settings.impression_ttl_s
+        # with timeout negatives, an impression outlives its window by the sweep delay and one more
+        # window, so a sweep that was down a while still finds what it must label
+        self.sweeping = section.timeout_negatives and section.emit_labels
+        self.impression_ttl_s = (
+            2 * self.window_s + int(section.negatives_delay_s) + 1 if self.sweeping else self.window_s
+        )
         self.engage_types = set(section.click_types) | set(section.conversion_types)
 
     def k(self, tenant: str) -> Keys:
@@ -383,7 +443,7 @@ class FeedbackHandler:
         for tenant, a in actors:
             lo = min(e.timestamp for e in by_actor[(tenant, a)]) - win_ms
             n = self.s.covisit_max_neighbors_per_event + len(by_actor[(tenant, a)])
-            pipe.zrevrangebyscore(self.k(tenant).seen(a), "+inf", lo, start=0, num=n, withscores=True)
+            pipe.zrevrangebyscore(self.k(tenant).covisit_history(a), "+inf", lo, start=0, num=n, withscores=True)
         engaged = [(t, a, e) for (t, a), evs in by_actor.items() for e in evs if e.event_type in self.engage_types]
         for t, a, e in engaged:
             k = self.k(t)
@@ -435,6 +495,7 @@ class FeedbackHandler:
                 per_imp.setdefault((t, rid), []).append(Engagement(e.event_id, e.item_id, e.event_type, e.timestamp))
         results: list[tuple[Impression, Attribution]] = []
         parked: list[tuple[str, str, Engagement]] = []
+        now = now_ms()
         for (t, rid), gs in per_imp.items():
             h = hashes.get((t, rid)) or {}
             meta = h.get(b"meta")
@@ -442,6 +503,9 @@ class FeedbackHandler:
                 parked.extend((t, rid, g) for g in gs)  # the impression has not arrived (yet)
                 continue
             imp = Impression.from_meta(rid, t, meta)
+            if imp.closed(now):  # its window closed (the hash outlives it for the negatives sweep)
+                LATE.inc(len(gs))
+                continue
             marks = {f.decode() for f in h if f != b"meta"}
             results.append((imp, attribute(imp, marks, gs, self.s)))
 
@@ -468,13 +532,20 @@ class FeedbackHandler:
         parked: list[tuple[str, str, Engagement]],
     ) -> None:
         rs = self.rs
-        # seen here too (idempotent): the co-visitation history must not depend on the fast lane's progress
         latest: dict[tuple[str, str], dict[str, int]] = {}
         for key, evs in by_actor.items():
             d = latest.setdefault(key, {})
             for e in evs:
                 d[e.item_id] = max(e.timestamp, d.get(e.item_id, 0))
+        # seen here too (idempotent): it stays fresh while the fast lane restarts
         self._write_seen(p, latest)
+        # the co-visitation history: this lane's own, so pairs never depend on the fast lane's progress
+        keep = self.s.covisit_max_neighbors_per_event + 1
+        for (t, a), items in latest.items():
+            hk = self.k(t).covisit_history(a)
+            p.zadd(hk, items, gt=True)
+            p.zremrangebyrank(hk, 0, -(keep + 1))
+            p.expire(hk, rs.counters_ttl_s)
         if zsets:
             zkeys = list(zsets)
             args: list[Any] = [self.s.counters_max_items, rs.counters_ttl_s]
@@ -567,8 +638,9 @@ class FeedbackHandler:
             pipe.hgetall(self.k(e.tenant).impression(e.request_id))
         existing = pipe.execute()
         plans: list[tuple[Impression, Attribution]] = []
+        due = now_ms() + self.window_s * 1000
         for e, h in zip(fresh, existing, strict=True):
-            imp = Impression.from_served(e)
+            imp = Impression.from_served(e, due)
             h = h or {}
             marks = {f.decode() for f in h if not f.startswith(b"p:") and f != b"meta"}
             pending = [Engagement.from_json(f.decode()[2:], v) for f, v in h.items() if f.startswith(b"p:")]
@@ -585,7 +657,9 @@ class FeedbackHandler:
                 parked = [f for f in (h or {}) if f.startswith(b"p:")]
                 if parked:
                     p.hdel(ik, *parked)
-                p.expire(ik, self.window_s)
+                p.expire(ik, self.impression_ttl_s)
+                if self.sweeping:
+                    p.zadd(self.keys.impressions_due(), {orjson.dumps([imp.tenant, imp.request_id]): due}, nx=True)
                 mv = model_label(imp.model, imp.version)
                 n = len(imp.ranks)
                 for item in imp.ranks:
@@ -596,11 +670,57 @@ class FeedbackHandler:
                     p.hincrby(k.ctr(dim, val), "impressions", n)
                     p.expire(k.ctr(dim, val), self.rs.counters_ttl_s)
                 self._write_attribution(p, imp, att)
+            if self.sweeping:
+                p.expire(self.keys.impressions_due(), self.impression_ttl_s)
 
         self.dedupe_served.apply([(e.request_id, e.tenant) for e in fresh], write)
         for imp, _ in plans:
             IMPRESSIONS.labels(imp.variant, model_label(imp.model, imp.version)).inc(len(imp.ranks))
         self._observe(plans, {(imp.tenant, imp.variant, model_label(imp.model, imp.version)) for imp, _ in plans})
+
+    # -- timeout negatives --------------------------------------------------------------------
+    def sweep(self, now: int | None = None) -> int:
+        """One round: claim impressions whose window closed ``negatives_delay_s`` ago, emit the negatives
+        of those nobody clicked (:func:`timeout_negatives`), then drop their entry and hash. Returns the
+        number of impressions claimed (``sweep_batch``: maybe more are due).
+
+        The claim is atomic (:data:`CLAIM_DUE_LUA`), so concurrent sweeps (replicas) never share an
+        impression. A failure after it (broker unreachable, crash) leaves the claimed entries leased:
+        they are swept again when the lease ends, and labels emitted twice carry the same ids.
+        """
+        if not self.sweeping or self.producer is None:
+            return 0
+        now = now_ms() if now is None else now
+        dk = self.keys.impressions_due()
+        upto = now - int(self.s.negatives_delay_s * 1000)
+        claimed = self.r.eval(CLAIM_DUE_LUA, 1, dk, upto, now + int(CLAIM_LEASE_S * 1000), self.s.sweep_batch)
+        if not claimed:
+            return 0
+        refs = [(str(t), str(rid)) for t, rid in (orjson.loads(m) for m in claimed)]
+        pipe = self.r.pipeline(transaction=False)
+        for t, rid in refs:
+            pipe.hgetall(self.k(t).impression(rid))
+        labels: list[LabeledInteraction] = []
+        outcomes = {"clicked": 0, "unclicked": 0, "gone": 0}
+        for (t, rid), h in zip(refs, pipe.execute(), strict=True):
+            meta = (h or {}).get(b"meta")
+            if meta is None:  # expired before any sweep ran (the sweep was down for over a window)
+                outcomes["gone"] += 1
+                continue
+            imp = Impression.from_meta(rid, t, meta)
+            negatives = timeout_negatives(imp, {f.decode() for f in h if f != b"meta"}, imp.due or upto)
+            outcomes["unclicked" if negatives else "clicked"] += 1
+            labels.extend(negatives)
+        self._emit(labels)
+        with self.r.pipeline(transaction=True) as p:
+            p.zrem(dk, *claimed)
+            for t, rid in refs:
+                p.delete(self.k(t).impression(rid))
+            p.execute()
+        for outcome, n in outcomes.items():
+            if n:
+                CLOSED.labels(outcome).inc(n)
+        return len(claimed)
 
     # -- catalog ------------------------------------------------------------------------------
     def handle_catalog(self, records: list[Record[ItemUpdate]]) -> None:
@@ -609,9 +729,10 @@ class FeedbackHandler:
         for r in records:
             ev = r.value
             if ev is None:
-                if r.key is not None:
-                    pipe.delete(self.keys.item_meta(r.key))
-                    self.meta.forget(self.tenant, r.key)
+                if r.key is not None:  # tombstone: the key names the tenant (bare id: the default one)
+                    t, item = parse_catalog_key(r.key, self.tenant)
+                    pipe.delete(self.k(t).item_meta(item))
+                    self.meta.forget(t, item)
                 continue
             k = self.k(ev.tenant)
             pipe.hset(k.item_meta(ev.item_id), mapping={

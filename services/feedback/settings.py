@@ -62,6 +62,18 @@ class FeedbackSection(BaseModel):
         None, ge=1, description="How long an impression can be joined (default: redis.impression_ttl_s)."
     )
     emit_labels: bool = Field(True, description="Emit feedback.labeled.v1 for attributed interactions.")
+    timeout_negatives: bool = Field(
+        True,
+        description="When an impression's attribution window closes without any click, emit every item "
+        "it showed as a negative label (label 0), once (clicked impressions keep their skip-above negatives).",
+    )
+    negatives_delay_s: float = Field(
+        10.0, ge=0,
+        description="Wait this long after a window closes before sweeping it, so an engagement being "
+        "attributed right at the deadline finishes first (no item labeled both 1 and 0).",
+    )  # fmt: skip
+    sweep_interval_s: float = Field(1.0, gt=0, description="How often closed impressions are swept for negatives.")
+    sweep_batch: int = Field(500, ge=1, description="Impressions claimed per sweep round.")
     group_instance_id: str | None = Field(
         None,
         description="Static group membership (group.instance.id, e.g. the pod name): a restarted replica "

@@ -4,7 +4,9 @@
   each user's partition has one owner) applies interactions to user state.
 * The **control runner** (a group of its own per process, read from the beginning) sees every
   ``models.published.v1`` message — every replica must hot-swap every model — and the whole
-  compacted ``catalog.items.v1`` (item categories for affinities).
+  compacted ``catalog.items.v1`` (item categories for affinities). Reading from the beginning
+  replays superseded publishes; the handler acts only on the newest per model that is still the
+  registry's champion (the champion itself was loaded before the runners started).
 
 Start-up order: load the registry's champions (bulk-loading their user vectors) first, then
 start both runners, so no interaction is folded into a user vector before the model is live.
@@ -40,7 +42,8 @@ class PersonalizationService:
         s = settings.personalization
         self.topics = TopicRegistry(prefix=settings.kafka.topic_prefix)
         self.redis = connect(settings.redis)
-        self.handler = PersonalizationHandler(self.redis, settings.redis, s, settings.tenant)
+        self.registry = Registry(settings.registry.uri)
+        self.handler = PersonalizationHandler(self.redis, settings.redis, s, settings.tenant, registry=self.registry)
         self.kafka = settings.kafka.model_copy(update={"consumer_poll_timeout_s": s.poll_timeout_s})
         extra: dict[str, Any] = {"fetch.wait.max.ms": s.fetch_wait_max_ms}
         self.runner = ConsumerRunner(
@@ -62,7 +65,7 @@ class PersonalizationService:
         self._stopping = threading.Event()
 
     def load_champions(self) -> None:
-        reg = Registry(self.settings.registry.uri)
+        reg = self.registry
         names = list(self.settings.personalization.models) or reg.models()
         for name in names:
             try:

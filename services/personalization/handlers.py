@@ -27,6 +27,9 @@ live version of every followed model with item vectors:
   items, oldest → newest; when torch is not installed, the weighted mean of item vectors;
 * any other vector encoder (``mean``) — the recency-weighted mean of item vectors.
 
+Of the ``models.published.v1`` records in a batch only the newest per model name counts, and
+only when it is the registry's current champion: the control consumer re-reads the retained
+history at every start, and superseded versions must not be loaded, backfilled or made live.
 A new model version is bulk-loaded (its own user vectors, pipelined in chunks) before it goes
 live; users it does not know get a vector on their next event, or from the background backfill
 over the recent-items keys (``SET NX``, never clobbering a fresher fold-in). Old versions are
@@ -51,8 +54,10 @@ from recmesh.core.errors import TransientError
 from recmesh.core.events import Interaction, ItemUpdate, ModelPublished, now_ms
 from recmesh.core.metrics import Counter, Gauge, Histogram
 from recmesh.core.realtime import actor_id, log_weight, logaddexp, parse_categories, parse_recent, recent_entry
+from recmesh.core.registry import Registry
 from recmesh.core.settings import RedisSettings
 from recmesh.core.store import Deduper, Keys
+from recmesh.core.topics import parse_catalog_key
 from recmesh.personalization.settings import PersonalizationSection
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,9 @@ STATE_LAG = Histogram(
 )  # fmt: skip
 LIVE = Gauge("recmesh_personalization_live_model", "1 for each live model version.", ["model", "version"])
 BULK_LOADED = Counter("recmesh_personalization_bulk_loaded_total", "User vectors bulk-loaded.", ["model"])
+SKIPPED_PUBLISHES = Counter(
+    "recmesh_personalization_skipped_publishes_total", "Published versions not activated (superseded).", ["model"]
+)
 
 
 class _Raced(TransientError):
@@ -249,6 +257,21 @@ def plan_user(
     return plan
 
 
+def newest_publishes(records: Iterable[Record[ModelPublished]], wants: Callable[[str], bool]) -> list[ModelPublished]:
+    """Pure: the last publish per followed model name in ``records`` (log order), in first-seen name order.
+
+    ``models.published.v1`` is keyed by model name, so one name's publishes share a partition and
+    arrive in order: the last one is the newest. Older ones (a restart re-reads the retained
+    history) must never be acted upon.
+    """
+    latest: dict[str, ModelPublished] = {}
+    for r in records:
+        ev = r.value
+        if ev is not None and wants(ev.name):
+            latest[ev.name] = ev
+    return list(latest.values())
+
+
 # ------------------------------------------------------------------------------- state holders
 class ModelBook:
     """The live version of each followed model (thread-safe swap)."""
@@ -318,8 +341,10 @@ class PersonalizationHandler:
         section: PersonalizationSection,
         tenant: str,
         models: ModelBook | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.r = client
+        self.registry = registry  # None: trust each batch's newest publish (no registry to check)
         self.rs = redis_settings
         self.s = section
         self.tenant = tenant
@@ -435,21 +460,39 @@ class PersonalizationHandler:
     def handle_catalog(self, records: list[Record[ItemUpdate]]) -> None:
         for r in records:
             if r.value is None:
-                if r.key is not None:
-                    self.categories.put(self.tenant, r.key, None)
+                if r.key is not None:  # a tombstone: the item left the catalog of the key's tenant
+                    self.categories.put(*parse_catalog_key(r.key, self.tenant), None)
                 continue
             self.categories.put(r.value.tenant, r.value.item_id, list(r.value.categories))
 
     # -- models ------------------------------------------------------------------------------
     def handle_published(self, records: list[Record[ModelPublished]]) -> None:
-        for r in records:
-            ev = r.value
-            if ev is None or not self.models.wants(ev.name):
-                continue
+        """Act on the newest publish per model name, and only when it is the registry's champion.
+
+        The control consumer reads the retained topic from the beginning at every start, so a
+        batch (or a series of batches) can carry superseded versions: activating each in turn
+        would bulk-load, backfill and briefly serve stale models. A superseded publish is
+        skipped; its successor's publish follows in the log (or was loaded at start).
+        """
+        for ev in newest_publishes(records, self.models.wants):
             cur = self.models.get(ev.name)
             if cur is not None and cur.version == ev.version:
                 continue
+            if not self._is_champion(ev.name, ev.version):
+                SKIPPED_PUBLISHES.labels(ev.name).inc()
+                log.info("published version is not the champion; skipped",
+                         extra={"model": ev.name, "version": ev.version, "action": ev.action})  # fmt: skip
+                continue
             self.activate(ev.name, ev.version, ev.artifact_uri)
+
+    def _is_champion(self, name: str, version: str) -> bool:
+        if self.registry is None:
+            return True
+        try:
+            champ = self.registry.champion(name)
+        except Exception as exc:  # registry unreachable: retry the batch rather than guess
+            raise TransientError(f"registry unreadable: {exc!r}") from exc
+        return champ is not None and champ.version == version
 
     def activate(self, name: str, version: str, uri: str) -> LiveModel:
         """Load a version, bulk-load its user vectors, make it live, backfill unknown users."""

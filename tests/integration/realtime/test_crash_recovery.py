@@ -19,6 +19,8 @@ from recmesh.core.events import Interaction, now_ms
 from recmesh.core.realtime import decayed, parse_recent
 from recmesh.core.store import Keys
 from recmesh.core.topics import INTERACTIONS, TopicRegistry
+from recmesh.feedback.handlers import covisit_pairs
+from recmesh.feedback.settings import FeedbackSection
 from tests.integration.realtime.util import produce, wait_until
 
 pytestmark = pytest.mark.integration
@@ -155,3 +157,18 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
                    for e in events if e.item_id == item)  # fmt: skip
         assert decayed(redis_client.zscore(k.popularity(), item), t0, 7 * 86400.0) == pytest.approx(want, rel=1e-9)
     assert sum(redis_client.zcard(k.seen(u)) for u in per_user) == len({(e.user_id, e.item_id) for e in events})
+    # trending: every window's decayed count is the exact sum too (a replayed batch would add its events twice)
+    for window, half_life_s in FeedbackSection().trending_windows.items():
+        for item in {e.item_id for e in events}:
+            want = sum(WEIGHTS[e.event_type] * 0.5 ** ((t0 - e.timestamp) / 1000 / half_life_s)
+                       for e in events if e.item_id == item)  # fmt: skip
+            got = decayed(redis_client.zscore(k.trending(window), item), t0, half_life_s)
+            assert got == pytest.approx(want, rel=1e-9), (window, item)
+    # co-visitation: each pair counted once per event, as if every user's events were one batch
+    section = FeedbackSection()
+    want_cov: Counter[tuple[str, str]] = Counter()
+    for u in per_user:
+        want_cov.update(covisit_pairs([e for e in events if e.user_id == u], [], section))
+    got_cov = {(item, n.decode()): c for item in {e.item_id for e in events}
+               for n, c in redis_client.zrange(k.covisit(item), 0, -1, withscores=True)}  # fmt: skip
+    assert got_cov == dict(want_cov)

@@ -1,14 +1,20 @@
-"""Feedback against the real broker and Redis: exact attribution counts, labels, replay, trending."""
+"""Feedback against the real broker and Redis: exact attribution counts, labels, replay, trending,
+timeout negatives."""
 
 from __future__ import annotations
 
+import time
+
+import orjson
 import pytest
 
+from recmesh.core.bus import Record
 from recmesh.core.events import Interaction, ItemUpdate, RecommendationServed, ServedItem, now_ms
 from recmesh.core.realtime import decayed
 from recmesh.core.store import Keys
 from recmesh.core.topics import CATALOG_ITEMS, FEEDBACK_LABELED, INTERACTIONS, RECOMMENDATIONS_SERVED
 from recmesh.feedback.app import FeedbackService
+from recmesh.feedback.handlers import FeedbackHandler, covisit_pairs
 from recmesh.feedback.settings import FeedbackSettings
 from tests.integration.realtime.util import ctr, produce, read_topic, snapshot, wait_until
 
@@ -121,3 +127,66 @@ def test_trending_reflects_a_burst_while_long_windows_keep_the_steady_item(
     # the stored log-space score reads back as the decayed count: 12 clicks within the last minute
     hot_1h = decayed(redis_client.zscore(k.trending("1h"), "hot"), now, 3600.0)
     assert 11.8 < hot_1h <= 12.0
+
+
+def test_impressions_nobody_clicked_yield_negatives_exactly_once_when_their_window_closes(
+    settings_factory, redis_client, tenant, group_id
+):
+    """Exists because skip-above only labels lists that got a click: an ignored list is the most common
+    negative example, and two replicas sweeping the same closed impressions must emit each label once —
+    every shown item of an unclicked list, nothing more for a clicked one, and no positive for a click
+    that arrives after the window."""
+    window, delay = 3, 2
+    settings = settings_factory(FeedbackSettings, feedback={
+        "group_id": group_id, "attribution_window_s": window, "negatives_delay_s": delay,
+        "sweep_interval_s": 0.05, "seen_lane_process": False,
+    })  # fmt: skip
+    k = Keys(tenant)
+    t0 = now_ms()
+    replicas = [FeedbackService(settings).start(), FeedbackService(settings).start()]
+    try:
+        wait_until(lambda: all(r.ready_check()[0] for r in replicas), what="both replicas ready")
+        produce(settings, RECOMMENDATIONS_SERVED, [
+            served("R1", "u1", "v1", "A", ["a", "b", "c"], t0, tenant),  # nothing clicked: a, b, c negative
+            served("R2", "u2", "v1", "A", ["c", "d"], t0, tenant),       # d clicked: d positive, c skip-above
+            served("R3", "u3", "v1", "A", ["a", "b"], t0, tenant),       # a clicked: b below it, no label
+            served("R4", "u4", "v1", "A", ["e"], t0, tenant),            # clicked after the window: e negative
+        ])  # fmt: skip
+        wait_until(lambda: ctr(redis_client, k.ctr("variant", "A"))[0] == 8, what="impressions stored")
+        produce(settings, INTERACTIONS, [
+            Interaction("e1", "u2", "d", "click", None, t0 + 1000, None, "R2", {}, tenant),
+            Interaction("e2", "u3", "a", "click", None, t0 + 1000, None, "R3", {}, tenant),
+        ])  # fmt: skip
+        wait_until(lambda: ctr(redis_client, k.ctr("variant", "A"))[1] == 2, what="clicks attributed")
+        due = orjson.loads(redis_client.hget(k.impression("R4"), "meta"))["due"]
+        time.sleep(max(0.0, (due - now_ms()) / 1000 + 0.2))
+        # the window has closed, the sweep waits `delay` more: the impression is still stored, not joinable
+        produce(settings, INTERACTIONS, [Interaction("e3", "u4", "e", "click", None, now_ms(), None, "R4", {}, tenant)])
+        wait_until(lambda: redis_client.zcard(k.impressions_due()) == 0, timeout=window + delay + 10, what="sweep")
+        labels = read_topic(settings, FEEDBACK_LABELED, expect=7)
+    finally:
+        for r in replicas:
+            r.stop()
+    assert sorted((lab.request_id, lab.item_id, lab.label) for lab in labels) == sorted([
+        ("R1", "a", 0), ("R1", "b", 0), ("R1", "c", 0), ("R2", "d", 1), ("R2", "c", 0), ("R3", "a", 1), ("R4", "e", 0),
+    ])  # fmt: skip
+    assert ctr(redis_client, k.ctr("item", "e")) == (1, 0, 0)  # the late click counted nothing
+    assert not any(redis_client.exists(k.impression(f"R{n}")) for n in range(1, 5))  # swept: the hashes are gone
+
+
+def test_co_visitation_does_not_depend_on_how_far_ahead_the_seen_fast_lane_is(settings_factory, redis_client, tenant):
+    """Exists because the seen fast lane runs ahead of the counting lane (that is its purpose), writing
+    later timestamps of items a user touches again: co-visitation computed from the seen set lost those
+    pairs, so a lagging lane or a replay after a crash counted different pairs than an on-time pass."""
+    settings = settings_factory(FeedbackSettings)
+    h = FeedbackHandler(redis_client, settings.redis, settings.feedback, tenant)
+    t0 = now_ms()
+    events = [Interaction(f"e{n}", "u", f"i{n % 5}", "click", None, t0 + n * 1000, tenant=tenant) for n in range(12)]
+    recs = [Record("interactions", 0, n, "u", e, e.timestamp) for n, e in enumerate(events)]
+    h.handle_seen(recs)  # the fast lane has seen everything already
+    for lo in range(0, len(recs), 3):  # the counting lane follows, three events per batch
+        h.handle_interactions(recs[lo : lo + 3])
+    want = covisit_pairs(events, [], settings.feedback)
+    got = {(f"i{j}", n.decode()): c for j in range(5)
+           for n, c in redis_client.zrange(Keys(tenant).covisit(f"i{j}"), 0, -1, withscores=True)}  # fmt: skip
+    assert got == want

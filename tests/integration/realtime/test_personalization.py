@@ -1,4 +1,5 @@
-"""Personalization against the real broker, Redis and a registry on disk: fold-in, hot swap, replay."""
+"""Personalization against the real broker, Redis and a registry on disk: fold-in, hot swap, replay,
+no replay of superseded model versions at start."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from recmesh.core.artifacts import ModelArtifact
 from recmesh.core.events import Interaction, ItemUpdate, ModelPublished, now_ms
-from recmesh.core.realtime import parse_recent
+from recmesh.core.realtime import parse_recent, recent_entry
 from recmesh.core.registry import Registry, VersionInfo
 from recmesh.core.store import Keys
 from recmesh.core.topics import CATALOG_ITEMS, INTERACTIONS, MODELS_PUBLISHED
@@ -124,3 +125,33 @@ def test_replaying_every_interaction_changes_no_user_state(settings_factory, red
         replay.stop()
     assert replay.handler.applied == 0
     assert snapshot(redis_client, tenant) == before
+
+
+def test_a_restart_acts_only_on_the_champion_never_on_superseded_publishes(
+    settings_factory, redis_client, tenant, group_id
+):
+    """Exists because the control consumer re-reads the whole retained models.published history at every
+    start: a superseded version must not be loaded, bulk-loaded, backfilled or made live (not even briefly)
+    — only the registry's champion is."""
+    settings = settings_factory(PersonalizationSettings, personalization={"group_id": group_id})
+    k = Keys(tenant)
+    _, uri1 = publish_als(settings.registry.uri, "v1", ["known1", "known2"], seed=1)
+    produce(settings, MODELS_PUBLISHED, [ModelPublished("als", "v1", uri1, "vectors")])
+    art2, uri2 = publish_als(settings.registry.uri, "v2", ["known2"], seed=2)
+    produce(settings, MODELS_PUBLISHED, [ModelPublished("als", "v2", uri2, "vectors", previous_version="v1")])
+    # a user with recent items the models do not know: what a backfill would write a vector for
+    redis_client.lpush(k.recent_items("stranger"), recent_entry("i3", "click", now_ms()))
+    svc = PersonalizationService(settings)
+    swapped: list[str] = []
+    swap = svc.handler.models.swap
+    svc.handler.models.swap = lambda lm: (swapped.append(lm.version), swap(lm))[1]
+    svc.start()
+    try:
+        wait_until(lambda: svc.ready_check()[0] and svc.control.processed >= 2, what="both publishes consumed")
+        assert svc.handler.models.get("als").version == "v2"
+    finally:
+        svc.stop()
+    assert swapped == ["v2"]  # v1 was never live
+    vec_keys = sorted(key for key in snapshot(redis_client, tenant) if ":vec:" in key)
+    assert vec_keys == sorted([k.user_vector("known2", "als", "v2"), k.user_vector("stranger", "als", "v2")])
+    np.testing.assert_array_equal(vec(redis_client, k.user_vector("known2", "als", "v2")), art2.user_vectors[0])

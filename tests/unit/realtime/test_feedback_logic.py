@@ -1,4 +1,4 @@
-"""Feedback's pure logic: counter keys and weights, co-visitation windows, attribution joins."""
+"""Feedback's pure logic: counter keys and weights, co-visitation windows, attribution joins, timeout negatives."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import pytest
 from recmesh.core.events import Interaction
 from recmesh.core.realtime import T0_MS, decayed
 from recmesh.core.store import Keys
-from recmesh.feedback.handlers import Engagement, Impression, attribute, counter_updates, covisit_pairs, label_id
+from recmesh.feedback.handlers import (
+    Engagement,
+    Impression,
+    attribute,
+    counter_updates,
+    covisit_pairs,
+    label_id,
+    timeout_negatives,
+)
 from recmesh.feedback.settings import FeedbackSection
 
 MIN = 60_000
@@ -83,3 +91,35 @@ def test_attribution_ignores_views_and_items_not_in_the_list_and_purchase_implie
                                     Engagement("e3", "i1", "purchase", 3_000)], s)  # fmt: skip
     assert att.clicks == ["i1"] and att.conversions == ["i1"]
     assert [(lab.item_id, lab.label) for lab in att.labels] == [("i1", 1)]  # rank 1: nothing above
+
+
+def test_an_impression_without_any_click_gets_every_item_as_a_negative_when_its_window_closes():
+    imp = Impression("r1", "t", "u", "als", "v1", "B", 1_000, {"i3": 3, "i1": 1, "i2": 2}, due=61_000)
+    labels = timeout_negatives(imp, set(), imp.due)
+    assert [(lab.item_id, lab.label, lab.rank, lab.event_type) for lab in labels] == [
+        ("i1", 0, 1, None), ("i2", 0, 2, None), ("i3", 0, 3, None),
+    ]  # fmt: skip
+    assert labels[0].label_id == label_id("r1", "i1", 0) and labels[0].timestamp == 61_000
+    assert labels[0].impression_ts == 1_000 and labels[0].model_version == "als:v1" and labels[0].variant == "B"
+    # a conversion-only mark is not a click; a parked engagement field is not either
+    assert len(timeout_negatives(imp, {"v:i2", "p:e9"}, 61_000)) == 3
+
+
+def test_a_clicked_impression_gets_no_timeout_negatives_beyond_its_skip_above_ones():
+    s = FeedbackSection()
+    imp = _imp()
+    marks: set[str] = set()
+    att = attribute(imp, marks, [Engagement("e1", "i2", "click", 2_000)], s)
+    assert [(lab.item_id, lab.label) for lab in att.labels] == [("i2", 1), ("i1", 0)]
+    assert timeout_negatives(imp, marks, 9_000) == []  # i3, i4 (below the click) stay unlabeled; i1 once
+    # an item already labeled negative is never labeled again
+    assert [lab.item_id for lab in timeout_negatives(imp, {"n:i1"}, 9_000)] == ["i2", "i3", "i4"]
+
+
+def test_the_window_deadline_travels_with_the_stored_impression():
+    imp = Impression("r1", "t", "u", None, None, "control", 5, {"a": 1}, due=10_000)
+    back = Impression.from_meta("r1", "t", imp.meta_json())
+    assert back == imp
+    assert not back.closed(10_000) and back.closed(10_001)
+    legacy = Impression.from_meta("r1", "t", b'{"user": "u", "ts": 5, "items": [["a", 1]]}')
+    assert legacy.due is None and not legacy.closed(10**15)  # stored before deadlines: its TTL governs

@@ -1,5 +1,5 @@
 """Personalization's pure logic: the ALS fold-in (exact least squares), the trained-vector prior,
-the mean encoder, recent-list and affinity planning."""
+the mean encoder, recent-list and affinity planning, which published model versions are acted upon."""
 
 from __future__ import annotations
 
@@ -7,9 +7,20 @@ import numpy as np
 import pytest
 
 from recmesh.core.artifacts import ModelArtifact, fold_in_als
-from recmesh.core.events import Interaction
+from recmesh.core.bus import Record
+from recmesh.core.errors import TransientError
+from recmesh.core.events import Interaction, ModelPublished
 from recmesh.core.realtime import T0_MS, decayed, parse_recent, recent_entry
-from recmesh.personalization.handlers import LiveModel, encode_user, fold_in_with_prior, plan_user
+from recmesh.core.settings import RedisSettings
+from recmesh.personalization.handlers import (
+    LiveModel,
+    ModelBook,
+    PersonalizationHandler,
+    encode_user,
+    fold_in_with_prior,
+    newest_publishes,
+    plan_user,
+)
 from recmesh.personalization.settings import PersonalizationSection
 
 
@@ -115,3 +126,71 @@ def test_torch_encoder_gets_the_positive_events_in_time_order():
     got = encode_user(LiveModel("seq", "v", art), history, "u", PersonalizationSection())
     want = torch_encoder.load_encoder(blob, spec).encode(art.item_vectors[[4, 9]])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- published models
+def pub(name: str, version: str, offset: int = 0) -> Record[ModelPublished]:
+    return Record("models", 0, offset, name, ModelPublished(name, version, f"/reg/{name}/{version}", "vectors"), 0)
+
+
+class FakeRegistry:
+    def __init__(self, champions: dict[str, str | None], fail: bool = False) -> None:
+        self.champions, self.fail = champions, fail
+
+    def champion(self, name: str):
+        if self.fail:
+            raise OSError("registry down")
+        v = self.champions.get(name)
+        return None if v is None else type("Info", (), {"version": v})()
+
+
+def handler_with(registry, live: dict[str, str] | None = None, follow: tuple[str, ...] = ()):
+    """A handler without Redis whose ``activate`` only records what it was asked to activate."""
+    book = ModelBook(list(follow))
+    for name, version in (live or {}).items():
+        book.swap(LiveModel(name, version, als_artifact()))
+    h = PersonalizationHandler(None, RedisSettings(), PersonalizationSection(), "t", models=book, registry=registry)
+    h.activated = []
+    h.activate = lambda name, version, uri: h.activated.append((name, version))
+    return h
+
+
+def test_newest_publishes_keeps_the_last_publish_per_followed_name():
+    tombstone = Record("models", 0, 3, "x", None, 0)
+    recs = [pub("als", "v1"), pub("bpr", "b1"), pub("als", "v2"), tombstone, pub("ease", "e1")]
+    got = newest_publishes(recs, lambda n: n != "ease")
+    assert [(e.name, e.version) for e in got] == [("als", "v2"), ("bpr", "b1")]
+
+
+def test_only_the_newest_publish_that_is_the_registry_champion_is_activated():
+    # a restart re-reads the retained history: v1 then v2, v2 champion → v2 only, v1 never
+    h = handler_with(FakeRegistry({"als": "v2"}))
+    h.handle_published([pub("als", "v1", 0), pub("als", "v2", 1)])
+    assert h.activated == [("als", "v2")]
+    # the history split over two polls: the superseded v1 alone is skipped too
+    h = handler_with(FakeRegistry({"als": "v2"}))
+    h.handle_published([pub("als", "v1", 0)])
+    h.handle_published([pub("als", "v2", 1)])
+    assert h.activated == [("als", "v2")]
+    # already live (loaded from the registry at start): nothing to do
+    h = handler_with(FakeRegistry({"als": "v2"}), live={"als": "v2"})
+    h.handle_published([pub("als", "v1", 0), pub("als", "v2", 1)])
+    assert h.activated == []
+    # promoted then rolled back before we read either: the newest publish (the rollback) is live already
+    h = handler_with(FakeRegistry({"als": "v2"}), live={"als": "v2"})
+    h.handle_published([pub("als", "v3", 2)])
+    assert h.activated == []
+    # a model the registry has no champion for is not activated; without a registry the newest is trusted
+    h = handler_with(FakeRegistry({}))
+    h.handle_published([pub("als", "v1")])
+    assert h.activated == []
+    h = handler_with(None)
+    h.handle_published([pub("als", "v1", 0), pub("als", "v2", 1)])
+    assert h.activated == [("als", "v2")]
+
+
+def test_an_unreadable_registry_is_a_transient_failure_not_a_guess():
+    h = handler_with(FakeRegistry({"als": "v2"}, fail=True))
+    with pytest.raises(TransientError):
+        h.handle_published([pub("als", "v2")])
+    assert h.activated == []
