@@ -4,7 +4,14 @@ Builds a 100,000-item, 64-dimension vectors artifact in a temporary registry and
 vectors in Redis (under a tenant of its own, written with the ``Keys`` builder, pipelined),
 starts Redis (``tests/infra.start_redis`` on 26379 unless ``RECMESH_TEST_REDIS`` names one) and
 the scoring server as a subprocess (``python -m recmesh.scoring``: uvicorn + uvloop + httptools,
-HNSW index, gRPC on; impressions and Kafka consumers off — Kafka is not part of this path).
+HNSW index, gRPC on).
+
+By default (``--impressions``) the server runs the production path: every response is published
+to ``recommendations.served.v1`` and the catalog and models topics are followed, on a broker from
+``tests/infra.start_kafka`` (``RECMESH_TEST_KAFKA`` when set, else a local one on 29292) under
+topics of the run's own prefix, deleted afterwards. ``--no-impressions`` measures the lighter
+path without Kafka (no producer thread, no consumers); the JSON (``impressions``) and the table
+title say which path was measured, so the two are never compared by mistake.
 
 The load generator runs in another process and is OPEN-LOOP: request ``i`` is due at
 ``t0 + i / rate`` whatever happened before, and its latency is measured from that scheduled
@@ -18,6 +25,7 @@ Writes ``bench/results/serve.json`` and prints a table. Not a test; never gates 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -36,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RECMESH_TEST_REDIS_PORT", "26379")
+os.environ.setdefault("RECMESH_TEST_KAFKA_PORT", "29292")
 
 N_ITEMS = int(os.environ.get("BENCH_ITEMS", "100000"))
 N_USERS = int(os.environ.get("BENCH_USERS", "100000"))
@@ -241,8 +250,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(registry: str, redis_url: str, tenant: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    registry: str, redis_url: str, tenant: str, kafka: str | None = None, topic_prefix: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The scoring server; with ``kafka`` it publishes impressions and follows the catalog and models."""
     port = free_port()
+    on = "true" if kafka else "false"
     env = {
         **os.environ,
         "RECMESH_HTTP__PORT": str(port),
@@ -251,11 +264,14 @@ def start_server(registry: str, redis_url: str, tenant: str) -> tuple[subprocess
         "RECMESH_REDIS__URL": redis_url,
         "RECMESH_LOG_LEVEL": "WARNING",
         "RECMESH_SCORING__GRPC_PORT": str(free_port()),
-        "RECMESH_SCORING__IMPRESSIONS": "false",
-        "RECMESH_SCORING__CONSUME_MODELS": "false",
-        "RECMESH_SCORING__CONSUME_CATALOG": "false",
+        "RECMESH_SCORING__IMPRESSIONS": on,
+        "RECMESH_SCORING__CONSUME_MODELS": on,
+        "RECMESH_SCORING__CONSUME_CATALOG": on,
         "RECMESH_SCORING__HELLO_ROUTE": "true",
     }
+    if kafka:
+        env["RECMESH_KAFKA__BOOTSTRAP_SERVERS"] = kafka
+        env["RECMESH_KAFKA__TOPIC_PREFIX"] = topic_prefix
     proc = subprocess.Popen([sys.executable, "-m", "recmesh.scoring"], env=env, cwd=str(ROOT))
     import httpx
 
@@ -273,7 +289,33 @@ def start_server(registry: str, redis_url: str, tenant: str) -> tuple[subprocess
         time.sleep(0.5)
 
 
-def main() -> None:
+def impression_counts(port: int) -> dict[str, float]:
+    """``recmesh_scoring_impressions_total`` by result (sent, dropped, failed) from /metrics."""
+    import httpx
+
+    out: dict[str, float] = {}
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("recmesh_scoring_impressions_total{"):
+            label = line.split('result="', 1)[1].split('"', 1)[0]
+            out[label] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    ap.add_argument(
+        "--impressions",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="production path: publish impressions and follow the catalog/models topics on a broker "
+        "(RECMESH_TEST_KAFKA, else a local one); --no-impressions measures the lighter path without Kafka "
+        "(default: %(default)s)",
+    )
+    return ap.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -285,14 +327,32 @@ def main() -> None:
     tenant = f"bench{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="rm-bench-serve-"))
     proc = None
+    kafka_svc = admin = topics = None
+    impressions: dict[str, float] = {}
     try:
+        if args.impressions:
+            from confluent_kafka.admin import AdminClient
+
+            from recmesh.core.topics import TopicRegistry
+            from tests.infra import start_kafka
+
+            kafka_svc = start_kafka()
+            topics = TopicRegistry(prefix=f"bench-serve-{tenant}.")
+            admin = AdminClient({"bootstrap.servers": kafka_svc.address})
+            topics.ensure(admin)
         t0 = time.perf_counter()
         version, users = build_artifact(str(tmp / "registry"))
         build_s = time.perf_counter() - t0
         users_s = load_users(redis_svc.address, tenant, version, users)
         del users
         t0 = time.perf_counter()
-        proc, port = start_server(str(tmp / "registry"), redis_svc.address, tenant)
+        proc, port = start_server(
+            str(tmp / "registry"),
+            redis_svc.address,
+            tenant,
+            kafka_svc.address if kafka_svc else None,
+            topics.prefix if topics else "",
+        )
         ready_s = time.perf_counter() - t0
         console.print(f"artifact {build_s:.1f}s, {N_USERS} users → Redis {users_s:.1f}s, server ready {ready_s:.1f}s")
         run_loadgen(port, 200, 2, "recommend", seed=99)  # warm-up (JIT-free, but caches and pools)
@@ -301,6 +361,8 @@ def main() -> None:
         hello = {r: run_loadgen(port, r, PHASE_S, "hello", seed=r) for r in RATES}
         rec_max, rec_probes = max_rate(port, "recommend", 500)
         hello_max, hello_probes = max_rate(port, "hello", 1000)
+        if args.impressions:
+            impressions = impression_counts(port)
     finally:
         if proc is not None:
             proc.terminate()
@@ -312,6 +374,10 @@ def main() -> None:
         cleanup_tenant(redis_svc.address, tenant)
         if redis_svc.stop:
             redis_svc.stop()
+        if topics is not None and admin is not None:
+            topics.delete_all(admin)
+        if kafka_svc is not None and kafka_svc.stop:
+            kafka_svc.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     def ratio(a: float | None, b: float | None) -> float | None:
@@ -323,6 +389,10 @@ def main() -> None:
         "users": N_USERS,
         "dim": DIM,
         "index": "hnsw",
+        # which path was measured: with impressions, every response also goes to the producer thread
+        # and the catalog/models consumers run, as in production; without, a lighter path
+        "impressions": bool(args.impressions),
+        "impressions_published": impressions or None,
         "phase_s": PHASE_S,
         "target": {"p99_ms": P99_TARGET_MS, "rate": 500},
         "recommend": {str(r): v for r, v in rec.items()},
@@ -351,7 +421,8 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2, allow_nan=False, default=str) + "\n")
 
-    table = Table(title=f"scoring: {N_ITEMS:,} items × {DIM}d, {N_USERS:,} users (open loop)")
+    path = "impressions + catalog/models consumers on" if args.impressions else "impressions OFF (no Kafka)"
+    table = Table(title=f"scoring: {N_ITEMS:,} items × {DIM}d, {N_USERS:,} users (open loop; {path})")
     for col in ("endpoint", "rate/s", "p50 ms", "p99 ms", "errors"):
         table.add_column(col, justify="right")
     for name, res in (("recommend", rec), ("hello", hello)):
@@ -363,6 +434,8 @@ def main() -> None:
         f"max sustainable (p99 ≤ {P99_TARGET_MS:g} ms, 0 errors): recommend {rec_max:.0f}/s, hello {hello_max:.0f}/s; "
         f"ratio_vs_hello {result['ratio_vs_hello']}; target met at 500/s: {result['target_met']}"
     )
+    if impressions:
+        console.print(f"impressions: {impressions}")
     console.print(f"→ {OUT.relative_to(ROOT)}")
 
 
@@ -375,4 +448,4 @@ if __name__ == "__main__":
         res = uvloop.run(_loadgen(a["port"], a["rate"], a["duration"], a["kind"], a["users"], a["seed"]))
         print(json.dumps(res))
     else:
-        main()
+        main(parse_args())

@@ -23,7 +23,8 @@ The ``encoder`` dictionary describes the user encoder:
 
 * ``type``: ``als_fold_in`` (exact ALS least-squares fold-in, needs ``regularization`` and
   ``alpha``), ``mean`` (weighted mean of item vectors), ``item_item`` (weighted sum of item-item
-  rows) or ``popularity``;
+  rows), ``popularity`` or ``torch`` (a sequence encoder, see :mod:`recmesh.core.torch_encoder`;
+  in a process without torch, e.g. the scoring image, it degrades to the recency-weighted mean);
 * ``half_life`` / ``half_life_unit`` (``events`` or ``ms``) / ``recency_floor``: recency weighting
   of the history (see :func:`recency_weights`);
 * ``popularity_blend``: weight of the max-normalised popularity added to every score.
@@ -34,6 +35,7 @@ Writers may put extra keys into ``meta.json`` (``extra``); they are kept on load
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import time
 import uuid
@@ -44,6 +46,9 @@ from typing import Any, Literal, cast
 import fsspec
 import numpy as np
 from numpy.typing import NDArray
+
+log = logging.getLogger(__name__)
+_torch_warned = False  # the "no torch, mean fallback" warning is logged once per process
 
 FORMAT_VERSION = 1
 Kind = Literal["vectors", "item_item", "popularity"]
@@ -335,10 +340,7 @@ class ModelArtifact:
                 float(self.encoder.get("alpha", 1.0)),
                 yty=self.yty(),
             )
-        if idx.size == 0 or float(np.abs(w).sum()) == 0.0:
-            vec = np.zeros(self.dim, dtype=np.float32)
-        else:
-            vec = (w[:, None] * self.item_vectors[idx]).sum(axis=0) / np.float32(np.abs(w).sum())
+        vec = self._mean_vector(idx, w)
         if self.encoder.get("bias_column"):
             # BPR-style factors carry the item bias in the last column; the user side is a constant 1.
             vec[-1] = 1.0
@@ -358,8 +360,25 @@ class ModelArtifact:
             name = str(self.encoder.get("file", ENCODER_FILE))
             if name not in self.blobs:
                 raise ArtifactError(f"torch encoder file {name} missing from the artifact")
-            self._torch = load_encoder(self.blobs[name], self.encoder)
+            try:
+                self._torch = load_encoder(self.blobs[name], self.encoder)
+            except ImportError as exc:
+                # Scoring has no torch (DESIGN: "scoring needs no PyTorch") yet meets users with recent
+                # items but no vector in Redis: serve a cruder vector instead of a 500, and stop trying.
+                self._torch = False
+                _warn_no_torch(self.name, exc)
+        if self._torch is False:
+            order = np.arange(1, idx.size + 1, dtype=np.float32)  # newer weighs more, as in the sequence
+            return self._mean_vector(idx, order)
         return cast(FloatArray, self._torch.encode(self.item_vectors[idx]))
+
+    def _mean_vector(self, idx: IntArray, weights: FloatArray) -> FloatArray:
+        """Weighted mean of the item vectors of ``idx`` (zeros for an empty or all-zero history)."""
+        assert self.item_vectors is not None
+        if idx.size == 0 or float(np.abs(weights).sum()) == 0.0:
+            return np.zeros(self.dim, dtype=np.float32)
+        vec = (weights[:, None] * self.item_vectors[idx]).sum(axis=0) / np.float32(np.abs(weights).sum())
+        return cast(FloatArray, vec.astype(np.float32))
 
     def score_history(
         self,
@@ -564,6 +583,16 @@ class ModelArtifact:
             )
         except (KeyError, FileNotFoundError) as exc:
             raise ArtifactError(f"incomplete artifact at {uri}: {exc}") from exc
+
+
+def _warn_no_torch(model: str, exc: ImportError) -> None:
+    global _torch_warned
+    if not _torch_warned:
+        _torch_warned = True
+        log.warning(
+            "torch is not installed: sequence-encoder models fall back to the mean of recent item vectors",
+            extra={"model": model, "error": repr(exc)},
+        )
 
 
 def _json_default(obj: object) -> Any:

@@ -1,6 +1,12 @@
 """The request pipeline shared by HTTP and gRPC: validate → variant → user state → candidates
 → blend → rules → diversity → response dict (+ impression).
 
+Candidate sources: model retrieval, co-visitation of the recent items, trending, popular, and
+content: catalog items the served model does not know yet (new items, reachable otherwise only
+once they trend or get co-visited) in the categories of the user's recent items, read from a
+per-category index cached until that category changes; ``content_slots`` keeps the last list
+position(s) for them, since they share no rank with the model and RRF alone would bury them.
+
 User representation, in order: the user vector personalization wrote to Redis for the served
 model version → the model's own user factors → the user's recent items from Redis (history
 encoder of the artifact; item-item models always score from history) → cold start
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +45,7 @@ from recmesh.scoring.settings import WINDOWS, ScoringSection
 from recmesh.scoring.state import StateReader, UserState
 
 log = logging.getLogger(__name__)
+CONTENT_CATEGORIES = 8  # most categories of the user's recent items the content source reads
 
 
 # --------------------------------------------------------------------------------- validation
@@ -130,7 +138,7 @@ def parse_recommend(section: ScoringSection, user_id: Any, **kw: Any) -> RecRequ
 
 
 # --------------------------------------------------------------------------------- reasons
-def _reason(c: Candidate, cat: TenantCatalog) -> str:
+def _reason(c: Candidate, cat: TenantCatalog, content_is_new: bool = False) -> str:
     src = c.source
     if src == "model":
         return f"because you viewed {cat.title(c.ref)}" if c.ref else "recommended for you"
@@ -139,12 +147,27 @@ def _reason(c: Candidate, cat: TenantCatalog) -> str:
     if src == "trending":
         return f"trending in {c.ref}" if c.ref else "trending now"
     if src == "content":
+        if content_is_new:  # recommend: a new item, ref = the shared category
+            return f"new in {c.ref}" if c.ref else "new for you"
         return f"same category as {cat.title(c.ref)}" if c.ref else "similar content"
     if src == "similar":
         return f"similar to {cat.title(c.ref)}" if c.ref else "similar"
     if src == "boost":
         return "promoted"
     return "popular"
+
+
+def _keep_content_slots(top: list[Candidate], blended: list[Candidate], slots: int, k: int) -> list[Candidate]:
+    """The top-k list with its last ``slots`` positions given to the best content candidates the
+    blend left out (fewer when it already holds some, or when there are no more)."""
+    have = sum(1 for c in top if c.source == "content")
+    if have >= slots:
+        return top
+    present = {c.item_id for c in top}
+    extra = [c for c in blended if c.source == "content" and c.item_id not in present][: slots - have]
+    if not extra:
+        return top
+    return top[: max(k - len(extra), 0)] + extra if len(top) + len(extra) > k else top + extra
 
 
 # --------------------------------------------------------------------------------- engine
@@ -301,6 +324,62 @@ class Engine:
                 return out[:need], how
             n = min(n * 4, model.index.n)  # many blocked items among the nearest: widen
 
+    # -- content candidates -------------------------------------------------------------------
+    def _new_in_category(self, model: ServedModel, cat: TenantCatalog, tenant: str, category: str) -> tuple[str, ...]:
+        """Items of ``category`` the model does not know, sorted; rebuilt only when the category changes."""
+        members = cat.by_category.get(category)
+        if not members:
+            return ()
+        known = model.item_index
+
+        def build() -> tuple[str, ...]:
+            return tuple(sorted(i for i in members if i not in known))
+
+        return model.cached_while(("new", tenant, category), members, build)  # type: ignore[no-any-return]
+
+    def _content_candidates(
+        self,
+        model: ServedModel,
+        user_id: str,
+        st: UserState,
+        ok: Callable[[str], bool],
+        cat: TenantCatalog,
+        tenant: str,
+        need: int,
+    ) -> list[tuple[str, str | None]]:
+        """New items sharing categories with the recent items: (item, category), best first.
+
+        Reads at most CONTENT_CATEGORIES categories and ``4·need`` entries of each; an item scores
+        the recency weight of every recent category it is in. Each user starts reading a category
+        at an offset from a hash of their id, so one new item does not take every user's slot.
+        """
+        cats_of = cat.categories_of
+        weight: dict[str, float] = {}
+        for rank, (i, _) in enumerate(st.recent):
+            w = 0.5**rank  # newer recent items weigh more
+            for c in cats_of(i):
+                weight[c] = weight.get(c, 0.0) + w
+        if not weight:
+            return []
+        top = sorted(weight, key=lambda c: (-weight[c], c))[:CONTENT_CATEGORIES]
+        start = zlib.crc32(user_id.encode())
+        found: dict[str, tuple[float, str]] = {}
+        for c in top:
+            new = self._new_in_category(model, cat, tenant, c)
+            n = len(new)
+            taken = 0
+            for j in range(min(n, 4 * need)):
+                i = new[(start + j) % n]
+                if i in found or not ok(i):
+                    continue
+                mine = [(weight[x], x) for x in cats_of(i) if x in weight]
+                found[i] = (sum(w for w, _ in mine), max(mine)[1])
+                taken += 1
+                if taken >= need:
+                    break
+        ranked = sorted(found.items(), key=lambda kv: -kv[1][0])  # stable: ties keep reading order
+        return [(i, ref) for i, (_, ref) in ranked[:need]]
+
     # -- recommend ------------------------------------------------------------------------------
     async def recommend(self, req: RecRequest, tenant: str | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -386,6 +465,10 @@ class Engine:
                     sources["trending"] = [(i, ctx_cat if ctx_cat in cats_of(i) else None) for i in tr if ok(i)][:need]
                 else:
                     sources["trending"] = [(i, None) for i in tr if ok(i)][:need]
+        if model is not None and st is not None and st.recent and weights.get("content", 0) > 0:
+            content = self._content_candidates(model, req.user_id, st, ok, cat, tenant, need)
+            if content:
+                sources["content"] = content
         n_model = len(sources.get("model", ()))
         if weights.get("popular", 0) > 0 or n_model < req.k:
             if tenant not in self.popular_tenants and len(self.popular_tenants) < 1000:
@@ -412,12 +495,15 @@ class Engine:
             for i in req.boost_items:
                 if i not in present and ok(i):
                     cands.append(Candidate(i, base, "boost", None, 0.0))
-        cands = apply_boosts(cands, req.boost_items, boost_cats, cats_of)
+        cands = blended = apply_boosts(cands, req.boost_items, boost_cats, cats_of)
         if variant.mmr_lambda < 1.0 and model is not None and model.normed is not None:
             pool = cands[: req.k * s.mmr_pool]
             cands = diversify(pool, model.embeddings([c.item_id for c in pool]), variant.mmr_lambda, req.k)
         else:
             cands = cands[: req.k]
+        slots = min(variant.content_slots, req.k // 5) if sources.get("content") else 0
+        if slots:
+            cands = _keep_content_slots(cands, blended, slots, req.k)
         body = {
             "request_id": new_id(),
             "user_id": req.user_id,
@@ -426,7 +512,13 @@ class Engine:
             "variant": vname,
             "degraded": degraded,
             "items": [
-                {"item_id": c.item_id, "score": c.score, "rank": r, "source": c.source, "reason": _reason(c, cat)}
+                {
+                    "item_id": c.item_id,
+                    "score": c.score,
+                    "rank": r,
+                    "source": c.source,
+                    "reason": _reason(c, cat, content_is_new=True),
+                }
                 for r, c in enumerate(cands, start=1)
             ],
         }

@@ -5,6 +5,10 @@ Same engine, validation and errors as HTTP: :func:`grpc_errors` is the one place
 (``grpc.health.v1.Health``, NOT_SERVING until the engine is ready) and server reflection are
 registered next to it. API keys come in the ``x-api-key`` metadata, the tenant in the request
 or the ``x-tenant`` metadata.
+
+``k`` is an ``optional`` field: unset means the server default (like an omitted HTTP ``k``), a set
+value goes through the same :func:`check_k` as HTTP, so 0, negatives and values above ``max_k``
+are INVALID_ARGUMENT exactly where HTTP answers 422.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ def grpc_errors(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     return wrapper
 
 
+def _k(request: Any) -> int | None:
+    """The request's k when the client set it (0 included), None when it did not (proto3 presence)."""
+    return int(request.k) if request.HasField("k") else None
+
+
 def to_proto(body: dict[str, Any]) -> pb.RecommendResponse:
     return pb.RecommendResponse(
         request_id=body["request_id"],
@@ -77,7 +86,7 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
         req = parse_recommend(
             self.engine.s,
             request.user_id,
-            k=request.k or None,
+            k=_k(request),
             exclude_seen=request.exclude_seen if request.HasField("exclude_seen") else None,
             category=request.category or None,
             variant=request.variant or None,
@@ -92,13 +101,13 @@ class RecommendServicer(pb_grpc.RecommendServiceServicer):
     @grpc_errors
     async def SimilarItems(self, request: pb.SimilarItemsRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         tenant = self._tenant(request.tenant, context)
-        body = await self.engine.similar(request.item_id, request.k or None, tenant, request.user_id or None)
+        body = await self.engine.similar(request.item_id, _k(request), tenant, request.user_id or None)
         return to_proto(body)
 
     @grpc_errors
     async def Popular(self, request: pb.PopularRequest, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         tenant = self._tenant(request.tenant, context)
-        body = await self.engine.popular(request.k or None, request.window or None, request.category or None, tenant)
+        body = await self.engine.popular(_k(request), request.window or None, request.category or None, tenant)
         return to_proto(body)
 
 

@@ -74,6 +74,19 @@ class ServedModel:
             val = self._cache[key] = build()
             return val
 
+    def cached_while(self, key: Any, token: Any, build: Any) -> Any:
+        """Like :meth:`cached`, but rebuilt once ``token`` is no longer the same object (e.g. a
+        catalog category's member set, replaced whenever the category changes). One entry per key,
+        so replaced tokens are not kept alive."""
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is token:
+            return hit[1]
+        if hit is None and len(self._cache) > 4096:
+            self._cache.clear()
+        val = build()
+        self._cache[key] = (token, val)
+        return val
+
     def embeddings(self, item_ids: list[str]) -> NDArray[np.float32]:
         """Unit vectors of items (zero rows for items the model does not know)."""
         if self.normed is None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recmesh.core.settings import HttpSettings, ServiceSettings
 
-SOURCES: tuple[str, ...] = ("model", "covisit", "trending", "popular")
+SOURCES: tuple[str, ...] = ("model", "covisit", "trending", "popular", "content")
 WINDOWS: tuple[str, ...] = ("1h", "1d", "7d")
 
 
@@ -24,9 +24,17 @@ class VariantConfig(BaseModel):
     model: str | None = Field(None, description="Model name (None: the first of scoring.models).")
     version: str | None = Field(None, description="Pinned model version (None: the champion, hot-swapped on publish).")
     blend: dict[str, float] = Field(
-        default_factory=lambda: {"model": 1.0, "covisit": 0.6, "trending": 0.3, "popular": 0.0},
+        default_factory=lambda: {"model": 1.0, "covisit": 0.6, "trending": 0.3, "popular": 0.0, "content": 0.3},
         description="Weight of each candidate source in the weighted reciprocal-rank fusion; popular (weight 0) "
-        "still fills lists the other sources cannot (cold start, no model).",
+        "still fills lists the other sources cannot (cold start, no model). content: catalog items the served "
+        "model does not know yet (new items) in the categories of the user's recent items; weight 0 turns it off.",
+    )
+    content_slots: int = Field(
+        1,
+        ge=0,
+        description="Positions at the end of the list kept for content (new-item) candidates when the blend "
+        "ranks none into the top k: new items share no rank with the model, so RRF alone places them below "
+        "its whole candidate list. At most one slot per 5 positions (none for k < 5); 0 turns it off.",
     )
     mmr_lambda: float = Field(
         1.0, ge=0, le=1, description="MMR trade-off: 1 = pure relevance (no re-ranking), lower = more diverse."

@@ -163,3 +163,37 @@ def test_history_weights_follow_the_encoder() -> None:
     art = _vectors_artifact(np.random.default_rng(7))
     np.testing.assert_allclose(art.history_weights(n=3), [0.629961, 0.793701, 1.0], rtol=1e-5)
     np.testing.assert_allclose(art.history_weights(values=[2.0, 2.0, 2.0]), [1.259921, 1.587401, 2.0], rtol=1e-5)
+
+
+def test_torch_encoder_without_torch_falls_back_to_mean_once(monkeypatch, caplog) -> None:
+    """Scoring has no torch: a sequence model's history encoder must degrade, not raise (500)."""
+    import logging
+    import sys
+
+    from recmesh.core import artifacts
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    monkeypatch.setattr(artifacts, "_torch_warned", False)
+    rng = np.random.default_rng(5)
+    art = ModelArtifact(
+        name="sasrec",
+        kind="vectors",
+        item_ids=[f"i{k}" for k in range(10)],
+        popularity=rng.random(10).astype(np.float32),
+        encoder={"type": "torch", "dim": 4, "max_len": 8, "n_layers": 1, "n_heads": 1},
+        item_vectors=rng.normal(size=(10, 4)).astype(np.float32),
+        blobs={"encoder.pt": b"not read without torch"},
+    )
+    idx = np.array([3, 1, 7])  # oldest → newest
+    with caplog.at_level(logging.WARNING, logger="recmesh.core.artifacts"):
+        vec = art.user_vector_from_history(idx, art.history_weights(n=3))
+        again = art.user_vector_from_history(idx, art.history_weights(n=3))
+        scores = art.score_history(idx, art.history_weights(n=3))
+    w = np.array([1.0, 2.0, 3.0], dtype=np.float32)  # positions: the newest weighs most
+    expected = (w[:, None] * art.item_vectors[idx]).sum(axis=0) / w.sum()
+    np.testing.assert_allclose(vec, expected, rtol=1e-6)
+    np.testing.assert_array_equal(vec, again)
+    assert scores.shape == (10,) and np.isfinite(scores).all()
+    assert art._torch is False  # no second import attempt
+    warnings = [r for r in caplog.records if "torch is not installed" in r.getMessage()]
+    assert len(warnings) == 1

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arecmesh/v1/recommend.proto\x12\nrecmesh.v1\"\xa2\x04\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x19\n\x0c\x65xclude_seen\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07variant\x18\x05 \x01(\t\x12:\n\x07\x63ontext\x18\x06 \x03(\x0b\x32).recmesh.v1.RecommendRequest.ContextEntry\x12\x15\n\rinclude_items\x18\x07 \x03(\t\x12\x15\n\rexclude_items\x18\x08 \x03(\t\x12\x41\n\x0b\x62oost_items\x18\t \x03(\x0b\x32,.recmesh.v1.RecommendRequest.BoostItemsEntry\x12K\n\x10\x62oost_categories\x18\n \x03(\x0b\x32\x31.recmesh.v1.RecommendRequest.BoostCategoriesEntry\x12\x0e\n\x06tenant\x18\x0b \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x42oostItemsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42oostCategoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x0f\n\r_exclude_seen\"R\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"M\n\x0ePopularRequest\x12\t\n\x01k\x18\x01 \x01(\x05\x12\x0e\n\x06window\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"_\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xb2\x01\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12*\n\x05items\x18\x05 \x03(\x0b\x32\x1b.recmesh.v1.RecommendedItem\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t2\xf2\x01\n\x10RecommendService\x12H\n\tRecommend\x12\x1c.recmesh.v1.RecommendRequest\x1a\x1d.recmesh.v1.RecommendResponse\x12N\n\x0cSimilarItems\x12\x1f.recmesh.v1.SimilarItemsRequest\x1a\x1d.recmesh.v1.RecommendResponse\x12\x44\n\x07Popular\x12\x1a.recmesh.v1.PopularRequest\x1a\x1d.recmesh.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arecmesh/v1/recommend.proto\x12\nrecmesh.v1\"\xad\x04\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0c\x65xclude_seen\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07variant\x18\x05 \x01(\t\x12:\n\x07\x63ontext\x18\x06 \x03(\x0b\x32).recmesh.v1.RecommendRequest.ContextEntry\x12\x15\n\rinclude_items\x18\x07 \x03(\t\x12\x15\n\rexclude_items\x18\x08 \x03(\t\x12\x41\n\x0b\x62oost_items\x18\t \x03(\x0b\x32,.recmesh.v1.RecommendRequest.BoostItemsEntry\x12K\n\x10\x62oost_categories\x18\n \x03(\x0b\x32\x31.recmesh.v1.RecommendRequest.BoostCategoriesEntry\x12\x0e\n\x06tenant\x18\x0b \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x31\n\x0f\x42oostItemsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x42oostCategoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x04\n\x02_kB\x0f\n\r_exclude_seen\"]\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\tB\x04\n\x02_k\"X\n\x0ePopularRequest\x12\x0e\n\x01k\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06window\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\tB\x04\n\x02_k\"_\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04rank\x18\x03 \x01(\x05\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xb2\x01\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12*\n\x05items\x18\x05 \x03(\x0b\x32\x1b.recmesh.v1.RecommendedItem\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x0f\n\x07user_id\x18\x07 \x01(\t2\xf2\x01\n\x10RecommendService\x12H\n\tRecommend\x12\x1c.recmesh.v1.RecommendRequest\x1a\x1d.recmesh.v1.RecommendResponse\x12N\n\x0cSimilarItems\x12\x1f.recmesh.v1.SimilarItemsRequest\x1a\x1d.recmesh.v1.RecommendResponse\x12\x44\n\x07Popular\x12\x1a.recmesh.v1.PopularRequest\x1a\x1d.recmesh.v1.RecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,21 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST_BOOSTCATEGORIESENTRY']._loaded_options = None
   _globals['_RECOMMENDREQUEST_BOOSTCATEGORIESENTRY']._serialized_options = b'8\001'
   _globals['_RECOMMENDREQUEST']._serialized_start=43
-  _globals['_RECOMMENDREQUEST']._serialized_end=589
-  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=419
-  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=465
-  _globals['_RECOMMENDREQUEST_BOOSTITEMSENTRY']._serialized_start=467
-  _globals['_RECOMMENDREQUEST_BOOSTITEMSENTRY']._serialized_end=516
-  _globals['_RECOMMENDREQUEST_BOOSTCATEGORIESENTRY']._serialized_start=518
-  _globals['_RECOMMENDREQUEST_BOOSTCATEGORIESENTRY']._serialized_end=572
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=591
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=673
-  _globals['_POPULARREQUEST']._serialized_start=675
-  _globals['_POPULARREQUEST']._serialized_end=752
-  _globals['_RECOMMENDEDITEM']._serialized_start=754
-  _globals['_RECOMMENDEDITEM']._serialized_end=849
-  _globals['_RECOMMENDRESPONSE']._serialized_start=852
-  _globals['_RECOMMENDRESPONSE']._serialized_end=1030
-  _globals['_RECOMMENDSERVICE']._serialized_start=1033
-  _globals['_RECOMMENDSERVICE']._serialized_end=1275
+  _globals['_RECOMMENDREQUEST']._serialized_end=600
+  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=424
+  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=470
+  _globals['_RECOMMENDREQUEST_BOOSTITEMSENTRY']._serialized_start=472
+  _globals['_RECOMMENDREQUEST_BOOSTITEMSENTRY']._serialized_end=521
+  _globals['_RECOMMENDREQUEST_BOOSTCATEGORIESENTRY']._serialized_start=523
+  _globals['_RECOMMENDREQUEST_BOOSTCATEGORIESENTRY']._serialized_end=577
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=602
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=695
+  _globals['_POPULARREQUEST']._serialized_start=697
+  _globals['_POPULARREQUEST']._serialized_end=785
+  _globals['_RECOMMENDEDITEM']._serialized_start=787
+  _globals['_RECOMMENDEDITEM']._serialized_end=882
+  _globals['_RECOMMENDRESPONSE']._serialized_start=885
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1063
+  _globals['_RECOMMENDSERVICE']._serialized_start=1066
+  _globals['_RECOMMENDSERVICE']._serialized_end=1308
 # @@protoc_insertion_point(module_scope)

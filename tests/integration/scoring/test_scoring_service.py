@@ -182,6 +182,23 @@ def test_rules_grpc_parity_and_impressions(
             with pytest.raises(grpc.RpcError) as err:
                 call(req)
             assert err.value.code() == code
+        # k: omitted means the default on both; an explicit out-of-range k (0 included) is 422 / INVALID_ARGUMENT
+        max_k = settings.scoring.max_k
+        assert len(stub.Recommend(pb.RecommendRequest(user_id="u2")).items) == settings.scoring.default_k
+        assert len(c.get("/v1/users/u2/recommendations").json()["items"]) == settings.scoring.default_k
+        for bad in (0, -1, max_k + 1):
+            for path, call, req in (
+                ("/v1/users/u2/recommendations", stub.Recommend, pb.RecommendRequest(user_id="u2", k=bad)),
+                ("/v1/items/i4/similar", stub.SimilarItems, pb.SimilarItemsRequest(item_id="i4", k=bad)),
+                ("/v1/popular", stub.Popular, pb.PopularRequest(k=bad)),
+            ):
+                assert c.get(path, params={"k": bad}).status_code == 422, (path, bad)
+                with pytest.raises(grpc.RpcError) as err:
+                    call(req)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (call, bad)
+        assert len(stub.Recommend(pb.RecommendRequest(user_id="u2", k=max_k)).items) == len(
+            c.get("/v1/users/u2/recommendations", params={"k": max_k}).json()["items"]
+        )
         assert c.get("/v1/items/missing/similar").status_code == 404
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 

@@ -141,3 +141,65 @@ def test_similar_and_popular():
     assert [i["item_id"] for i in pop["items"]] == ["i0", "i1", "i2"] and pop["items"][0]["source"] == "popular"
     with pytest.raises(ValidationError):
         _run(e.popular(3, "2w"))
+
+
+class _RecentState:
+    """A StateReader stand-in: the user's recent items (newest first), no vector, no co-visitation."""
+
+    def __init__(self, recent: list[str]) -> None:
+        self.recent = recent
+
+    async def user_state(self, *args, **kwargs):
+        from recmesh.scoring.state import UserState
+
+        return UserState(recent=[(i, 1000 - n) for n, i in enumerate(self.recent)])
+
+    async def covisit(self, *args, **kwargs):
+        return []
+
+
+def _content_engine(section: ScoringSection | None = None) -> Engine:
+    """Model items i0..i49; catalog: i3 and the new items n1, n2 (unknown to the model) in "jazz"."""
+    cat = Catalog()
+    ups = [ItemUpdate(f"i{j}", title=f"Item {j}", categories=["jazz" if j in (3, 5) else "rock"]) for j in range(50)]
+    ups += [ItemUpdate("n1", title="New 1", categories=["jazz"]), ItemUpdate("n2", categories=["jazz", "rock"])]
+    ups += [ItemUpdate("n3", categories=["pop"])]
+    cat.apply([Record("t", 0, j, u.item_id, u, 0) for j, u in enumerate(ups)])
+    e = _engine(section, cat)
+    e.state = _RecentState(["i3"])  # type: ignore[assignment]
+    return e
+
+
+def test_new_item_in_a_recent_category_reaches_recommendations_as_content():
+    e = _content_engine()
+    body = _run(e.recommend(parse_recommend(e.s, "u1", k=10)))
+    items = {i["item_id"]: i for i in body["items"]}
+    assert len(body["items"]) == 10
+    new = [i for i in body["items"] if i["source"] == "content"]
+    # default variant: content weight 0.3 and one slot per list of k >= 5, taken by a new jazz item
+    assert len(new) == 1 and new[0]["item_id"] in {"n1", "n2"} and new[0]["rank"] == 10
+    assert new[0]["reason"] == "new in jazz"
+    assert "n3" not in items  # a new item outside the user's categories is not content
+    assert all(i["source"] == "model" for i in body["items"][:9])
+    # the user's own model list is kept otherwise: the slot replaces only its last entry
+    assert [i["item_id"] for i in body["items"][:9]] == _ranked(e)[:9]
+
+
+def test_content_source_is_bounded_by_weight_slots_and_filters():
+    off = ScoringSection(experiment=ExperimentConfig(variants={"c": VariantConfig(content_slots=0)}))
+    e = _content_engine(off)
+    assert {i["source"] for i in _run(e.recommend(parse_recommend(off, "u1", k=10)))["items"]} == {"model"}
+    e = _content_engine()
+    assert len(_run(e.recommend(parse_recommend(e.s, "u1", k=4)))["items"]) == 4  # k < 5: no slot
+    short = _run(e.recommend(parse_recommend(e.s, "u1", k=4)))["items"]
+    assert all(i["source"] != "content" for i in short)
+    # a stronger weight lets RRF rank new items without a slot; exclusions still apply
+    strong = VariantConfig(blend={"model": 1.0, "content": 5.0})
+    s = ScoringSection(experiment=ExperimentConfig(variants={"c": strong}))
+    e = _content_engine(s)
+    ids = [i["item_id"] for i in _run(e.recommend(parse_recommend(s, "u1", k=10)))["items"]]
+    assert set(ids[:2]) == {"n1", "n2"}
+    ids = [i["item_id"] for i in _run(e.recommend(parse_recommend(s, "u1", k=10, exclude_items=["n1"])))["items"]]
+    assert "n1" not in ids and "n2" in ids
+    with pytest.raises(ValueError, match="unknown blend sources"):
+        VariantConfig(blend={"novel": 1.0})
