@@ -1,14 +1,16 @@
 """Configuration reference generated from the settings classes (the README's table).
 
-``python -m recmesh.configdoc`` prints Markdown: one table of the shared ``RECMESH_*``
-settings and one per service section. ``tests/unit/test_readme.py`` fails when the README's
-copy is stale, so the documented settings are always the real ones.
+``python -m recmesh.configdoc`` prints Markdown: one table of the shared ``RECMESH_*`` settings
+and one per service section; ``--write`` updates README.md in place. ``tests/unit/test_readme.py``
+fails when the README's copy is stale, so the documented settings are always the real ones.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -37,8 +39,17 @@ def _default(field: Any) -> str:
         return "(section)"
     if isinstance(value, SecretStr):
         return "(secret)"
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+    text = json.dumps(value, default=_json)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json(obj: Any) -> Any:
+    """Nested settings (e.g. experiment variants) as the JSON an environment variable takes."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, SecretStr):
+        return "(secret)"
+    return str(obj)
 
 
 def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
@@ -73,5 +84,19 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def write_readme(path: Path = Path(__file__).resolve().parents[1] / "README.md") -> bool:
+    """Replace the README's reference between the markers; True when it changed."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path} lacks the {BEGIN} … {END} markers")
+    new = text[: text.index(BEGIN)] + render() + text[text.index(END) + len(END) :]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":
-    print(render())  # noqa: T201
+    if "--write" in sys.argv[1:]:
+        print("README.md updated" if write_readme() else "README.md already current")  # noqa: T201
+    else:
+        print(render())  # noqa: T201

@@ -13,7 +13,7 @@ def test_config_reference_is_current() -> None:
     text = README.read_text()
     assert BEGIN in text and END in text, "README lacks the generated configuration reference"
     current = text[text.index(BEGIN) : text.index(END) + len(END)]
-    assert current == render(), "README config reference is stale: run `python -m recmesh.configdoc`"
+    assert current == render(), "README config reference is stale: run `python -m recmesh.configdoc --write`"
 
 
 def test_readme_names_the_two_commands() -> None:
