@@ -60,24 +60,27 @@ def test_least_privilege_and_concurrency(name: str) -> None:
 def test_ci_order_and_make_targets() -> None:
     wf = _workflow("ci.yml")
     jobs = wf["jobs"]
-    assert list(jobs) == ["lint", "unit", "integration", "chart", "actionlint"]
+    assert list(jobs) == ["lint", "unit", "integration", "e2e", "chart", "actionlint"]
     assert jobs["unit"]["needs"] == "lint" and jobs["integration"]["needs"] == "unit"
+    assert jobs["e2e"]["needs"] == "integration"
     assert jobs["chart"]["needs"] == "lint" and jobs["actionlint"]["needs"] == "chart"
     runs = {name: " ".join(s.get("run", "") for s in job["steps"]) for name, job in jobs.items()}
     assert "make lint" in runs["lint"]
     assert "make test-unit" in runs["unit"]
     assert "make test-integration" in runs["integration"]
+    assert "make test-e2e" in runs["e2e"]
     assert "tests/unit/deploy" in runs["chart"]
-    integ = jobs["integration"]
-    assert integ["services"]["kafka"]["image"].startswith("apache/kafka:")
-    assert integ["services"]["redis"]["image"].startswith("redis:7")
-    assert integ["env"]["RECMESH_TEST_KAFKA"] == "127.0.0.1:9092"
-    assert integ["env"]["RECMESH_TEST_REDIS"].startswith("redis://127.0.0.1:6379")
+    for name in ("integration", "e2e"):
+        job = jobs[name]
+        assert job["services"]["kafka"]["image"].startswith("apache/kafka:")
+        assert job["services"]["redis"]["image"].startswith("redis:7")
+        assert job["env"]["RECMESH_TEST_KAFKA"] == "127.0.0.1:9092"
+        assert job["env"]["RECMESH_TEST_REDIS"].startswith("redis://127.0.0.1:6379")
 
 
 def test_release_builds_every_service_image_and_pushes_the_chart() -> None:
     wf = _workflow("release.yml")
-    assert wf[True]["push"]["tags"] == ["v*.*.*"]  # YAML 1.1 reads the key `on` as True
+    assert wf[True] == {"push": {"tags": ["v*.*.*"]}}  # YAML 1.1 reads `on` as True; tags only (versions)
     images = wf["jobs"]["images"]
     assert images["strategy"]["matrix"]["service"] == [
         "ingestion",
