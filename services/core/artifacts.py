@@ -18,6 +18,11 @@ kind ``item_item`` (EASE, ItemKNN)
     ``neighbors.npy`` int32 ``[n_items, N]`` + ``neighbor_scores.npy`` float32 (``-1`` pads).
 kind ``popularity``
     nothing else.
+``histories.npz`` (optional, any kind)
+    the training users' histories (:class:`UserHistories`: ids, CSR item indices, values,
+    timestamps; the most recent events per user), written by ``recmesh model fit`` so that
+    ``recmesh model recommend`` can score known users and exclude what they saw from the artifact
+    alone. Services never read it (:meth:`ModelArtifact.load` skips it unless asked).
 
 The ``encoder`` dictionary describes the user encoder:
 
@@ -34,6 +39,7 @@ Writers may put extra keys into ``meta.json`` (``extra``); they are kept on load
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import posixpath
@@ -79,6 +85,60 @@ _META_KEYS = {
 
 class ArtifactError(ValueError):
     """An artifact is missing, incomplete or inconsistent."""
+
+
+HISTORIES_FILE = "histories.npz"
+
+
+@dataclass
+class UserHistories:
+    """Training histories of users, oldest → newest, as CSR arrays over the artifact's item indices."""
+
+    user_ids: list[str]
+    indptr: IntArray  # [n_users + 1]
+    items: NDArray[np.int32]
+    values: FloatArray
+    timestamps: IntArray  # epoch ms
+
+    def __post_init__(self) -> None:
+        n = len(self.user_ids)
+        if self.indptr.shape != (n + 1,) or not (len(self.items) == len(self.values) == len(self.timestamps)):
+            raise ArtifactError("histories: indptr must be [n_users + 1] and items/values/timestamps alike")
+        self._index = {u: i for i, u in enumerate(self.user_ids)}
+
+    @classmethod
+    def from_lists(
+        cls, per_user: Sequence[tuple[str, NDArray[Any], NDArray[Any], NDArray[Any]]], max_per_user: int = 200
+    ) -> UserHistories:
+        """From (user id, item indices, values, timestamps) oldest → newest; keeps the newest ``max_per_user``."""
+        kept = [(u, i[-max_per_user:], v[-max_per_user:], t[-max_per_user:]) for u, i, v, t in per_user]
+        lengths = np.array([len(i) for _, i, _, _ in kept], dtype=np.int64)
+        indptr = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+
+        def cat(j: int, dtype: Any) -> Any:
+            parts = [np.asarray(row[j], dtype=dtype) for row in kept]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+        return cls([str(u) for u, *_ in kept], indptr, cat(1, np.int32), cat(2, np.float32), cat(3, np.int64))
+
+    def get(self, user_id: str) -> tuple[IntArray, FloatArray, IntArray] | None:
+        """(item indices, values, timestamps) of a known user, else None."""
+        i = self._index.get(user_id)
+        if i is None:
+            return None
+        lo, hi = int(self.indptr[i]), int(self.indptr[i + 1])
+        return self.items[lo:hi].astype(np.int64), self.values[lo:hi], self.timestamps[lo:hi]
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, user_ids=np.asarray(self.user_ids, dtype=str), indptr=self.indptr, items=self.items,
+                 values=self.values, timestamps=self.timestamps)  # fmt: skip
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> UserHistories:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return cls([str(u) for u in z["user_ids"]], z["indptr"], z["items"], z["values"], z["timestamps"])
 
 
 def recency_weights(
@@ -197,6 +257,8 @@ class ModelArtifact:
     extra: dict[str, Any] = field(default_factory=dict)
     # extra files of the artifact directory (e.g. a torch encoder's ``encoder.pt``), name → bytes
     blobs: dict[str, bytes] = field(default_factory=dict)
+    # training histories (``histories.npz``): offline recommend only; loaded on request
+    histories: UserHistories | None = None
 
     def __post_init__(self) -> None:
         self.item_ids = [str(i) for i in self.item_ids]
@@ -529,6 +591,8 @@ class ModelArtifact:
                 files["neighbor_scores.npy"] = _npy_bytes(self.neighbor_scores)
             for blob_name, blob in self.blobs.items():
                 files[blob_name] = blob
+            if self.histories is not None:
+                files[HISTORIES_FILE] = self.histories.to_bytes()
             # meta.json last: a reader that sees it sees a complete artifact
             meta = json.dumps(self.meta(), indent=2, sort_keys=True, default=_json_default)
             files["meta.json"] = meta.encode()
@@ -544,8 +608,8 @@ class ModelArtifact:
         return uri
 
     @classmethod
-    def load(cls, uri: str) -> ModelArtifact:
-        """Read an artifact written by :meth:`save`."""
+    def load(cls, uri: str, histories: bool = False) -> ModelArtifact:
+        """Read an artifact written by :meth:`save` (``histories``: also its training histories, if any)."""
         fs, path = _fs_and_path(uri)
         meta_path = posixpath.join(path, "meta.json")
         if not fs.exists(meta_path):
@@ -559,6 +623,7 @@ class ModelArtifact:
             return _read_npy(fs, p) if fs.exists(p) else None
 
         user_ids_path = posixpath.join(path, "user_ids.json")
+        hist_path = posixpath.join(path, HISTORIES_FILE)
         try:
             return cls(
                 name=str(meta["name"]),
@@ -580,6 +645,9 @@ class ModelArtifact:
                 code_version=str(meta.get("code_version", "")),
                 extra={k: v for k, v in meta.items() if k not in _META_KEYS},
                 blobs={b: _read_bytes(fs, posixpath.join(path, b)) for b in meta.get("blobs") or []},
+                histories=UserHistories.from_bytes(_read_bytes(fs, hist_path))
+                if histories and fs.exists(hist_path)
+                else None,
             )
         except (KeyError, FileNotFoundError) as exc:
             raise ArtifactError(f"incomplete artifact at {uri}: {exc}") from exc

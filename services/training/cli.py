@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recmesh.core.artifacts import ArtifactError, ModelArtifact
+from recmesh.core.artifacts import ArtifactError, ModelArtifact, UserHistories
 
 from .dataset import Dataset, DatasetError, FilterConfig, split_dataset
 from .evaluation import EvalConfig, EvalResult, evaluate
@@ -91,11 +91,26 @@ def fit_cmd(
                 raise
             except ValueError as exc:  # what a model refuses at fit time (its params on this data)
                 raise CliInputError(f"fitting {model} failed: {exc}") from None
+        artifact.histories = _training_histories(ds, artifact)
         artifact.save(str(output))
     console.print(
         f"[green]wrote[/] {output}  ({artifact.kind}, {artifact.n_items} items, "
         f"{artifact.metrics.get('fit_seconds', 0):.2f}s)"
     )
+
+
+def _training_histories(ds: Dataset, artifact: ModelArtifact, users: set[str] | None = None) -> UserHistories:
+    """Each (wanted) user's history in ``ds`` over the artifact's item indices (unknown items dropped)."""
+    remap = np.array([artifact.item_index.get(str(i), -1) for i in ds.item_ids], dtype=np.int64)
+    rows = []
+    for uidx, (items, w, ts) in enumerate(ds.histories()):
+        uid = str(ds.user_ids[uidx])
+        if users is not None and uid not in users:
+            continue
+        mapped = remap[items]
+        ok = mapped >= 0
+        rows.append((uid, mapped[ok], w[ok], ts[ok]))
+    return UserHistories.from_lists(rows)
 
 
 # --------------------------------------------------------------------------- recommend
@@ -131,26 +146,28 @@ def recommend_cmd(
     """Top-k recommendations per user; unknown users get the popularity fallback."""
     with _bad_input():
         user_list = _read_users(users)
-        artifact = ModelArtifact.load(artifact_dir)
-        histories: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        artifact = ModelArtifact.load(artifact_dir, histories=interactions is None)
         if interactions is not None:
-            ds = Dataset.from_file(interactions)
-            remap = np.array([artifact.item_index.get(str(i), -1) for i in ds.item_ids], dtype=np.int64)
-            wanted = set(user_list)
-            for uidx, (items, w, ts) in enumerate(ds.histories()):
-                uid = str(ds.user_ids[uidx])
-                if uid not in wanted:
-                    continue
-                mapped = remap[items]
-                ok = mapped >= 0
-                weights = artifact.history_weights(timestamps_ms=ts[ok], values=w[ok])
-                histories[uid] = (mapped[ok], weights)
+            hist: UserHistories | None = _training_histories(Dataset.from_file(interactions), artifact, set(user_list))
+        else:
+            hist = artifact.histories
+            if hist is None:
+                console.print(
+                    "[yellow]this artifact holds no training histories (written by the training service, not "
+                    "`model fit`): pass --interactions, or known users are scored from their own vectors "
+                    "where the model has them and get the popularity fallback otherwise"
+                )
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["user_id", "item_id", "rank", "score"])
         n_fallback = 0
         for uid in user_list:
-            idx, weights = histories.get(uid, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)))
+            seen = hist.get(uid) if hist is not None else None
+            if seen is None:
+                idx, weights = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            else:
+                idx = seen[0]
+                weights = artifact.history_weights(timestamps_ms=seen[2], values=seen[1])
             exclude = idx if exclude_seen else None
             if idx.size == 0 and artifact.user_vectors is not None and uid in artifact.user_index:
                 assert artifact.item_vectors is not None

@@ -178,3 +178,41 @@ def test_fit_refuses_non_empty_output(tmp_path, toy_csv) -> None:
     r = runner.invoke(model_app, ["fit", "-i", str(toy_csv), "--model", "popularity", "-o", str(out)])
     assert r.exit_code == 2 and "already exists" in _err_line(r)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("model", ["ease", "als"])
+def test_recommend_from_the_artifact_alone_uses_the_training_histories(tmp_path, toy_csv, model) -> None:
+    """`model fit` stores the users' histories, so `model recommend` without --interactions scores
+    known users from them (not the popularity fallback) and --exclude-seen drops what they saw."""
+    out = tmp_path / "art"
+    assert runner.invoke(model_app, ["fit", "-i", str(toy_csv), "--model", model, "-o", str(out)]).exit_code == 0
+    assert ModelArtifact.load(str(out)).histories is None  # services never load them
+    art = ModelArtifact.load(str(out), histories=True)
+    assert art.histories is not None and len(art.histories.user_ids) == 20
+    users = tmp_path / "users.txt"
+    users.write_text("u0\nu1\nstranger\n")
+
+    def recommend(*extra: str) -> dict[str, list[str]]:
+        rec = tmp_path / f"rec{len(extra)}.csv"
+        args = ["recommend", "-a", str(out), "-u", str(users), "-k", "4", *extra, "-o", str(rec)]
+        r = runner.invoke(model_app, args)
+        assert r.exit_code == 0, r.output
+        rows = list(csv.DictReader(rec.read_text().splitlines()))
+        return {u: [row["item_id"] for row in rows if row["user_id"] == u] for u in ("u0", "u1", "stranger")}
+
+    plain, excl = recommend(), recommend("--exclude-seen")
+    with_file = tmp_path / "f.csv"
+    r = runner.invoke(model_app, ["recommend", "-a", str(out), "-u", str(users), "-k", "4", "--exclude-seen",
+                                  "-i", str(toy_csv), "-o", str(with_file)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    from_file = {
+        u: [row["item_id"] for row in csv.DictReader(with_file.read_text().splitlines()) if row["user_id"] == u]
+        for u in ("u0", "u1", "stranger")
+    }
+    assert excl == from_file, "the stored histories give what the interaction file gives"
+    rows = list(csv.DictReader(toy_csv.read_text().splitlines()))
+    for u in ("u0", "u1"):
+        seen = {row["item_id"] for row in rows if row["user_id"] == u}
+        assert len(excl[u]) == 4 and not seen & set(excl[u])
+    assert plain["u0"] != plain["u1"], "known users are personalised, not both on the popularity list"
+    assert excl["stranger"] == plain["stranger"]  # nothing to exclude for an unknown user
