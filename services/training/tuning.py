@@ -18,13 +18,13 @@ import html
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .dataset import Dataset, Split, split_dataset
 from .evaluation.evaluator import EvalConfig, evaluate
-from .models import fit_model, get_spec
+from .models import fit_model, get_spec, make_config
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ Space = Callable[[Any], dict[str, Any]]
 def _common(trial: Any) -> dict[str, Any]:
     use_hl = trial.suggest_categorical("use_half_life", [False, True])
     out: dict[str, Any] = {"popularity_blend": trial.suggest_float("popularity_blend", 0.0, 0.3)}
-    if use_hl:
-        out["half_life"] = trial.suggest_float("half_life", 2.0, 200.0, log=True)
+    # "no half-life" must switch recency off even for configs whose default has one
+    out["half_life"] = trial.suggest_float("half_life", 2.0, 200.0, log=True) if use_hl else None
     return out
 
 
@@ -49,6 +49,14 @@ SPACES: dict[str, Space] = {
         "shrink": t.suggest_float("shrink", 0.0, 100.0),
     },
     "ease": lambda t: {"l2": t.suggest_float("l2", 10.0, 5000.0, log=True)},
+    "default": lambda t: {
+        "half_life": t.suggest_float("half_life", 2.0, 50.0, log=True),
+        "l2": t.suggest_float("l2", 50.0, 5000.0, log=True),
+        "seq_weight": t.suggest_float("seq_weight", 0.0, 3.0),
+        "seq_l2": t.suggest_float("seq_l2", 50.0, 5000.0, log=True),
+        "seq_half_life": t.suggest_float("seq_half_life", 2.0, 50.0, log=True),
+        "popularity_blend": t.suggest_float("popularity_blend", 0.0, 0.2),
+    },
     "als": lambda t: {
         "factors": t.suggest_categorical("factors", [16, 32, 64, 128]),
         "regularization": t.suggest_float("regularization", 1e-3, 1.0, log=True),
@@ -117,6 +125,43 @@ def sample_split(split: Split, max_users: int | None, seed: int = 42) -> Split:
     )
 
 
+class _DefaultsTrial:
+    """Answers a space's suggestions with the model's defaults (plus ``base``), recording them, so
+    the defaults can be enqueued as trial 0: tuning then never returns worse than the defaults on
+    the validation split. Values a space cannot express (outside its range) are left to the sampler."""
+
+    def __init__(self, name: str, base: dict[str, Any]) -> None:
+        self.defaults = {**make_config(name, {}).model_dump(), **base}
+        self.params: dict[str, Any] = {}
+
+    def _take(self, name: str, ok: bool) -> Any:
+        v = self.defaults.get(name)
+        if ok:
+            self.params[name] = v
+        return v
+
+    def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> Any:
+        v = self.defaults.get(name)
+        return self._take(name, isinstance(v, int | float) and low <= v <= high)
+
+    def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> Any:
+        v = self.defaults.get(name)
+        return self._take(name, isinstance(v, int) and low <= v <= high)
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if name == "use_half_life":  # _common's switch: on when the default has a half-life
+            self.params[name] = self.defaults.get("half_life") is not None
+            return self.params[name]
+        return self._take(name, self.defaults.get(name) in choices)
+
+
+def default_trial(name: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Optuna params that reproduce ``name``'s defaults (as far as its space can)."""
+    t = _DefaultsTrial(name, dict(base or {}))
+    SPACES.get(name, _common)(t)
+    return t.params
+
+
 def _params_for(name: str, trial: Any, base: dict[str, Any]) -> dict[str, Any]:
     space = SPACES.get(name, _common)
     suggested = space(trial)
@@ -159,6 +204,7 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.enqueue_trial(default_trial(name, base), skip_if_exists=True)
     t0 = time.perf_counter()
     study.optimize(
         objective,

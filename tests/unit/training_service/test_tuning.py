@@ -72,3 +72,26 @@ def test_report_section_embeds_plot():
                               {"number": 1, "value": 0.3, "params": {"factors": 8}, "seconds": 0.1}])  # fmt: skip
     html = tuning_section_html(res)
     assert "data:image/png;base64," in html and "0.3000" in html
+
+
+def test_first_trial_is_the_model_defaults_so_tuning_never_loses_to_them(toy):
+    """Trial 0 reproduces the recipe's defaults (a short budget can only improve on them on validation)."""
+    from recmesh.training.models import make_config
+
+    ds = Dataset.from_frame(toy)
+    train = split_dataset(ds, "per-user-temporal:0.2").train
+    res = tune("default", train, n_trials=3, seed=3, eval_max_users=None)
+    first = res.history[0]["params"]
+    defaults = make_config("default", {}).model_dump()
+    for key in ("half_life", "l2", "seq_weight", "seq_l2", "seq_half_life", "popularity_blend"):
+        assert first[key] == defaults[key], key
+    assert res.best_value >= res.history[0]["value"]
+    assert len({tuple(sorted(h["params"].items())) for h in res.history}) == 3  # the sampler still explores
+
+
+def test_no_half_life_choice_switches_recency_off(toy):
+    import optuna
+
+    trial = optuna.trial.FixedTrial({"use_half_life": False, "popularity_blend": 0.1})
+    params = tuning_mod._common(trial)  # the space of models without one of their own
+    assert params == {"half_life": None, "popularity_blend": 0.1}
