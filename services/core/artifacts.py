@@ -27,7 +27,8 @@ kind ``popularity``
 The ``encoder`` dictionary describes the user encoder:
 
 * ``type``: ``als_fold_in`` (exact ALS least-squares fold-in, needs ``regularization`` and
-  ``alpha``), ``mean`` (weighted mean of item vectors), ``item_item`` (weighted sum of item-item
+  ``alpha``; ``confidence_offset`` 1 and ``reg_per_event`` true for Spark's ALS-WR flavour,
+  see :func:`fold_in_als`), ``mean`` (weighted mean of item vectors), ``item_item`` (weighted sum of item-item
   rows), ``popularity`` or ``torch`` (a sequence encoder, see :mod:`recmesh.core.torch_encoder`;
   in a process without torch, e.g. the scoring image, it degrades to the recency-weighted mean);
 * ``half_life`` / ``half_life_unit`` (``events`` or ``ms``) / ``recency_floor``: recency weighting
@@ -170,11 +171,15 @@ def fold_in_als(
     regularization: float,
     alpha: float = 1.0,
     yty: NDArray[np.floating[Any]] | None = None,
+    confidence_offset: float = 0.0,
+    reg_per_event: bool = False,
 ) -> FloatArray:
     """The user vector implicit's ``AlternatingLeastSquares.recalculate_user`` computes.
 
     Solves ``(YᵀY + λI + Σᵢ (cᵢ - 1) yᵢyᵢᵀ) x = Σ_{cᵢ>0} cᵢ yᵢ`` with ``cᵢ = alpha · confidenceᵢ``
     (a negative confidence only adds ``|cᵢ| - 1`` to the left side, as implicit does).
+    Spark's implicit ALS uses ``cᵢ = 1 + alpha · |confidenceᵢ|`` and scales λ by the user's number
+    of rated items (ALS-WR): ``confidence_offset=1, reg_per_event=True`` solve exactly that.
     Only the user's rows of ``Y`` are touched; pass the precomputed ``yty = YᵀY`` (see
     :meth:`ModelArtifact.yty`) so a per-click update costs O(n·d² + d³).
     Repeated item indices are summed, like duplicate entries of a sparse matrix.
@@ -187,8 +192,11 @@ def fold_in_als(
         uniq, inv = np.unique(idx, return_inverse=True)
         conf = np.bincount(inv, weights=conf, minlength=uniq.size).astype(np.float64)
         idx = uniq
+    if confidence_offset:
+        conf = np.sign(conf) * (float(confidence_offset) + np.abs(conf))
     gram = np.asarray(y.T @ y if yty is None else yty, dtype=np.float64)
-    a = gram + float(regularization) * np.eye(dim)
+    n_reg = max(int(np.count_nonzero(conf)), 1) if reg_per_event else 1
+    a = gram + float(regularization) * n_reg * np.eye(dim)
     b = np.zeros(dim, dtype=np.float64)
     if idx.size:
         rows = y[idx].astype(np.float64)
@@ -333,6 +341,16 @@ class ModelArtifact:
         hl = self.encoder.get("half_life")
         return None if hl is None else float(hl)
 
+    def fold_in_params(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`fold_in_als` for this artifact's ``als_fold_in`` encoder."""
+        e = self.encoder
+        return {
+            "regularization": float(e.get("regularization", 0.01)),
+            "alpha": float(e.get("alpha", 1.0)),
+            "confidence_offset": float(e.get("confidence_offset", 0.0)),
+            "reg_per_event": bool(e.get("reg_per_event", False)),
+        }
+
     def yty(self) -> NDArray[np.float64]:
         """``YᵀY`` of the item vectors, computed once (for :func:`fold_in_als`)."""
         if self.item_vectors is None:
@@ -394,14 +412,7 @@ class ModelArtifact:
         if kind == "torch":
             return self._torch_user_vector(idx, None if weights is None else w)
         if kind == "als_fold_in":
-            return fold_in_als(
-                self.item_vectors,
-                idx,
-                w,
-                float(self.encoder.get("regularization", 0.01)),
-                float(self.encoder.get("alpha", 1.0)),
-                yty=self.yty(),
-            )
+            return fold_in_als(self.item_vectors, idx, w, yty=self.yty(), **self.fold_in_params())
         vec = self._mean_vector(idx, w)
         if self.encoder.get("bias_column"):
             # BPR-style factors carry the item bias in the last column; the user side is a constant 1.

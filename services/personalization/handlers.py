@@ -106,15 +106,16 @@ def fold_in_with_prior(
     :func:`fold_in_als`.
     """
     assert artifact.item_vectors is not None
-    reg = float(artifact.encoder.get("regularization", 0.01))
-    alpha = float(artifact.encoder.get("alpha", 1.0))
-    p = artifact.yty() + reg * np.eye(artifact.dim)
+    fp = artifact.fold_in_params()
+    p = artifact.yty() + fp["regularization"] * np.eye(artifact.dim)
     idx = np.asarray(item_idx, dtype=np.int64)
     if idx.size == 0:
         return np.asarray(prior, dtype=np.float32)
-    conf = np.asarray(confidences, dtype=np.float64) * alpha
+    conf = np.asarray(confidences, dtype=np.float64) * fp["alpha"]
     uniq, inv = np.unique(idx, return_inverse=True)
     conf = np.bincount(inv, weights=conf, minlength=uniq.size)
+    if fp["confidence_offset"]:  # Spark's 1 + alpha·|c| (its per-event λ is part of the prior here)
+        conf = np.sign(conf) * (fp["confidence_offset"] + np.abs(conf))
     rows = artifact.item_vectors[uniq].astype(np.float64)
     a = p + (rows * (np.abs(conf) - 1.0)[:, None]).T @ rows
     b = p @ np.asarray(prior, dtype=np.float64) + rows.T @ np.where(conf > 0, conf, 0.0)
@@ -189,14 +190,7 @@ def encode_user(
         new = [k for k, t in enumerate(ts) if cut is None or t > cut]
         return fold_in_with_prior(art, prior, [idx[k] for k in new], weights[new])
     if enc == "als_fold_in":
-        return fold_in_als(
-            art.item_vectors,  # type: ignore[arg-type]
-            idx,
-            weights,
-            float(art.encoder.get("regularization", 0.01)),
-            float(art.encoder.get("alpha", 1.0)),
-            yty=art.yty(),
-        )
+        return fold_in_als(art.item_vectors, idx, weights, yty=art.yty(), **art.fold_in_params())  # type: ignore[arg-type]
     return art.user_vector_from_history(idx, weights)
 
 

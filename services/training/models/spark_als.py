@@ -2,9 +2,10 @@
 
 For interaction data beyond one machine: the same implicit-feedback ALS as ``als`` (confidence
 ``1 + alpha·|w|``), distributed by Spark. The artifact is the usual ``vectors`` artifact with an
-``als_fold_in`` encoder, so scoring and personalization cannot tell it from ``als``. (Spark
-scales λ by each user's/item's number of ratings, ALS-WR style; the fold-in uses plain λ, so
-fold-in vectors of very active users are slightly less regularised than Spark's own.)
+``als_fold_in`` encoder, so scoring and personalization cannot tell it from ``als``. The encoder
+says ``confidence_offset: 1`` and ``reg_per_event: true``: Spark's confidence is ``1 + alpha·|w|``
+(implicit's is ``alpha·w``) and it scales λ by each user's number of rated items (ALS-WR), so the
+fold-in solves Spark's own user equations, not implicit's.
 
 Here it runs ``local[*]`` with a 1 GiB driver and 4 shuffle partitions. To use a cluster, set
 the master and resources through the training settings, e.g.::
@@ -131,7 +132,8 @@ def _fit(spark: Any, dataset: Dataset, config: SparkALSConfig) -> ModelArtifact:
     model = als.fit(sdf)
     items = _factors(model.itemFactors, dataset.n_items, config.factors)
     users = _factors(model.userFactors, dataset.n_users, config.factors)
-    encoder = {"type": "als_fold_in", "regularization": config.regularization, "alpha": config.alpha}
+    encoder = {"type": "als_fold_in", "regularization": config.regularization, "alpha": config.alpha,
+               "confidence_offset": 1.0, "reg_per_event": True}  # fmt: skip
     art = build_artifact(
         "spark_als", "vectors", dataset, config, encoder,
         item_vectors=items, user_ids=[str(u) for u in dataset.user_ids], user_vectors=users,
