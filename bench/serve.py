@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -64,8 +65,11 @@ async def _loadgen(port: int, rate: float, duration: float, kind: str, n_users: 
         paths = [b"/_hello"] * n
     else:
         paths = [f"/v1/users/u{rng.randrange(n_users)}/recommendations?k=10".encode() for _ in range(n)]
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    # FIFO: every pooled connection is reused in turn. (A LIFO pool left the bottom connections idle
+    # past uvicorn's keep-alive timeout; the server closed them and the next request on one failed.)
+    idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = collections.deque()
     opened = [0]
+    why: collections.Counter[str] = collections.Counter()
 
     async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         opened[0] += 1
@@ -77,7 +81,7 @@ async def _loadgen(port: int, rate: float, duration: float, kind: str, n_users: 
     ok = [False] * n
 
     async def one(i: int, due: float) -> None:
-        conn = idle.pop() if idle else await connect()
+        conn = idle.popleft() if idle else await connect()
         reader, writer = conn
         try:
             writer.write(b"GET " + paths[i] + b" HTTP/1.1\r\nHost: bench\r\n\r\n")
@@ -90,12 +94,18 @@ async def _loadgen(port: int, rate: float, duration: float, kind: str, n_users: 
             body = await asyncio.wait_for(reader.readexactly(length), 2.0)
             lat[i] = time.perf_counter() - due
             # a degraded answer (Redis unreachable) is not the path under test: counted as an error
-            ok[i] = status == 200 and (
-                kind == "hello" or (body.count(b'"item_id"') == 10 and b'"degraded":false' in body)
-            )
+            if status != 200:
+                why[f"http {status}"] += 1
+            elif kind != "hello" and b'"degraded":false' not in body:
+                why["degraded"] += 1
+            elif kind != "hello" and body.count(b'"item_id"') != 10:
+                why["short list"] += 1
+            else:
+                ok[i] = True
             idle.append(conn)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
             lat[i] = time.perf_counter() - due
+            why[type(exc).__name__] += 1
             writer.close()
 
     tasks = []
@@ -124,7 +134,8 @@ async def _loadgen(port: int, rate: float, duration: float, kind: str, n_users: 
         return None if x != x or x == float("inf") else round(x, 3)
 
     return {"rate": rate, "requests": n, "errors": errors, "p50_ms": fin(pct(0.50)), "p99_ms": fin(pct(0.99)),
-            "max_ms": fin(good[-1] * 1000 if good else float("nan")), "connections": opened[0]}  # fmt: skip
+            "max_ms": fin(good[-1] * 1000 if good else float("nan")), "connections": opened[0],
+            "error_kinds": dict(why)}  # fmt: skip
 
 
 def settle(port: int, timeout: float = 60.0) -> None:
