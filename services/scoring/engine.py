@@ -170,6 +170,35 @@ def _keep_content_slots(top: list[Candidate], blended: list[Candidate], slots: i
     return top[: max(k - len(extra), 0)] + extra if len(top) + len(extra) > k else top + extra
 
 
+def explain_model_candidates(model: ServedModel, cands: list[Candidate], recent: Sequence[tuple[str, int]]) -> None:
+    """Point each model candidate's reason at the recent item that explains it best, in place.
+
+    Item-item models: the history item with the largest recency-weighted contribution to the
+    candidate's score; vector models: the history item nearest to it (cosine). Only the final k
+    candidates are explained (a few dot products); without two known recent items the shared
+    reference (the newest recent item) stays.
+    """
+    ix = model.item_index
+    hist = [ix[i] for i, _ in reversed(recent) if i in ix]  # oldest → newest
+    targets = [(j, ix[c.item_id]) for j, c in enumerate(cands) if c.source == "model" and c.item_id in ix]
+    if len(hist) < 2 or not targets:
+        return
+    h_idx = np.asarray(hist, dtype=np.int64)
+    t_idx = np.asarray([t for _, t in targets], dtype=np.int64)
+    art = model.artifact
+    if model.kind == "vectors" and model.normed is not None:
+        contrib = model.normed[t_idx] @ model.normed[h_idx].T
+    elif art.item_item is not None:
+        w = art.history_weights(n=len(hist))
+        contrib = (art.item_item[np.ix_(h_idx, t_idx)] * w[:, None]).T
+    else:
+        return
+    best = contrib.shape[1] - 1 - np.argmax(contrib[:, ::-1], axis=1)  # ties: the newest item
+    ids = model.item_ids
+    for (j, _), b in zip(targets, best.tolist(), strict=True):
+        cands[j].ref = ids[hist[b]]
+
+
 # --------------------------------------------------------------------------------- engine
 class Engine:
     """Computes responses. One instance per process, shared by the HTTP and gRPC front ends."""
@@ -504,6 +533,8 @@ class Engine:
         slots = min(variant.content_slots, req.k // 5) if sources.get("content") else 0
         if slots:
             cands = _keep_content_slots(cands, blended, slots, req.k)
+        if model is not None and st is not None and st.recent:
+            explain_model_candidates(model, cands, st.recent)
         body = {
             "request_id": new_id(),
             "user_id": req.user_id,

@@ -203,3 +203,29 @@ def test_content_source_is_bounded_by_weight_slots_and_filters():
     assert "n1" not in ids and "n2" in ids
     with pytest.raises(ValueError, match="unknown blend sources"):
         VariantConfig(blend={"novel": 1.0})
+
+
+def test_each_model_item_is_explained_by_the_recent_item_behind_it():
+    """Reasons name the history item nearest to (vectors) or contributing most to (item-item) each
+    recommendation, not one shared item for the whole list."""
+    from recmesh.scoring.blending import Candidate
+    from recmesh.scoring.engine import explain_model_candidates
+
+    s = ScoringSection()
+    e1, e2, e3 = np.eye(3, dtype=np.float32)
+    vec = ModelArtifact(name="m", kind="vectors", item_ids=["h1", "h2", "a", "b"], popularity=np.ones(4, np.float32),
+                        item_vectors=np.stack([e1, e2, e1 + 0.1 * e3, e2 + 0.1 * e3]))  # fmt: skip
+    recent = [("h2", 2), ("h1", 1), ("unknown", 0)]  # newest first, as Redis holds them
+    cands = [Candidate("a", 1.0, "model", "h2"), Candidate("b", 0.9, "model", "h2"), Candidate("x", 0.5, "trending")]
+    explain_model_candidates(prepare_model("m", "v", vec, s), cands, recent)
+    assert [c.ref for c in cands] == ["h1", "h2", None]
+
+    sim = np.zeros((4, 4), dtype=np.float32)
+    sim[0, 2], sim[1, 3], sim[1, 2] = 1.0, 1.0, 0.2  # h1 → a strongly; h2 → b, and a little → a
+    ii = ModelArtifact(name="m", kind="item_item", item_ids=["h1", "h2", "a", "b"], popularity=np.ones(4, np.float32),
+                       item_item=sim)  # fmt: skip
+    cands = [Candidate("a", 1.0, "model", "h2"), Candidate("b", 0.9, "model", "h2")]
+    explain_model_candidates(prepare_model("m", "v", ii, s), cands, recent)
+    assert [c.ref for c in cands] == ["h1", "h2"]
+    body = _run(_engine().recommend(parse_recommend(ScoringSection(), "u1", k=3)))
+    assert all(it["reason"] for it in body["items"])
