@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from recmesh.core.bus import ConsumerRunner, EventProducer, Record, Subscription
 from recmesh.core.errors import TransientError
@@ -384,6 +385,30 @@ def lake_files(uri: str, topic: str = INTERACTIONS.name, start_ms: int | None = 
     return out
 
 
+def _key_codes(ids: pa.ChunkedArray) -> NDArray[np.int64]:
+    """Integer codes of a string key column (equal strings, equal codes), hashed once in Arrow."""
+    enc = pc.dictionary_encode(pc.fill_null(ids, "")).combine_chunks()
+    return np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _first_of_each(codes: NDArray[np.int64], order: NDArray[np.int64]) -> NDArray[np.int64]:
+    """``order`` without the rows whose key already appeared earlier in it (the first copy wins).
+
+    Overlapping files only exist after a crash or replay, so the common case is a bincount that
+    finds no key twice; otherwise one stable sort of the codes finds each key's first row.
+    """
+    c = codes[order]
+    if c.size == 0 or np.bincount(c).max() <= 1:
+        return order
+    by_key = np.argsort(c, kind="stable")
+    s = c[by_key]
+    first = np.ones(s.size, dtype=bool)
+    first[1:] = s[1:] != s[:-1]
+    keep = np.zeros(c.size, dtype=bool)
+    keep[by_key[first]] = True
+    return order[keep]
+
+
 def read_lake_detailed(
     uri: str,
     start_ms: int | None = None,
@@ -435,11 +460,11 @@ def read_lake_detailed(
     before = order.size
     # dedupe on the key columns alone (in time order, the first copy wins), then gather only the
     # columns the caller asked for, once: string columns are the expensive part of take/convert
-    key_cols = ["event_id"] if topic == INTERACTIONS.name else ["_partition", "_offset"]
-    keys = table.select(key_cols).take(pa.array(order)).to_pandas()
-    dup = keys.duplicated(key_cols, keep="first").to_numpy()
-    if dup.any():  # overlapping files after a crash or replay
-        order = order[~dup]
+    if topic == INTERACTIONS.name:
+        order = _first_of_each(_key_codes(table["event_id"]), order)
+    else:
+        keys = table.select(["_partition", "_offset"]).take(pa.array(order)).to_pandas()
+        order = order[~keys.duplicated(keep="first").to_numpy()]
     if columns is not None:
         table = table.select(list(dict.fromkeys(columns)))
     df = table.take(pa.array(order)).to_pandas()

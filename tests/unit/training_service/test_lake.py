@@ -125,3 +125,17 @@ def test_sweep_removes_only_old_temp_files(tmp_path):
     removed = lake.sweep_temp_files(str(tmp_path / "lake"), older_than_s=0)
     assert [p.rsplit("/", 1)[1] for p in removed] == [".tmp-dead-p0-9-12.parquet"]
     assert [p.name for p in day.iterdir()] == ["p0-0-2.parquet"]
+
+
+def test_dedupe_keeps_the_first_copy_in_read_order():
+    import numpy as np
+
+    codes = np.array([5, 3, 5, 7, 3])  # rows 0..4; keys 5 and 3 appear twice
+    order = np.array([4, 3, 2, 1, 0])  # read order (time, partition, offset)
+    assert lake._first_of_each(codes, order).tolist() == [4, 3, 2]  # row 4 (3), 3 (7), 2 (5)
+    assert lake._first_of_each(codes, np.array([0, 3])).tolist() == [0, 3]  # no key twice: untouched
+    import pyarrow as pa
+
+    ids = pa.chunked_array([["a", "b"], ["a", None]])
+    c = lake._key_codes(ids)
+    assert c[0] == c[2] and len(set(c.tolist())) == 3
