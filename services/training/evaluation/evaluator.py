@@ -63,6 +63,17 @@ class EvalResult:
 
 def _history_weights(artifact: ModelArtifact, split: Split) -> sp.csr_matrix:
     """Users × items matrix of the artifact-encoder weights of every user's training history."""
+    n_u, n_i = split.train.n_users, split.train.n_items
+    hl = artifact.half_life
+    if artifact.encoder.get("type") != "torch" and (hl is None or hl <= 0):
+        # no recency and no order: the weights are the events' own, summed per (user, item)
+        f = split.train.frame
+        m = sp.csr_matrix(
+            (f["weight"].to_numpy(dtype=np.float32), (f["uidx"].to_numpy(), f["iidx"].to_numpy())),
+            shape=(n_u, n_i), dtype=np.float32,
+        )  # fmt: skip
+        m.sum_duplicates()
+        return m
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     vals: list[np.ndarray] = []
@@ -72,7 +83,6 @@ def _history_weights(artifact: ModelArtifact, split: Split) -> sp.csr_matrix:
         rows.append(np.full(items.size, u, dtype=np.int64))
         cols.append(items)
         vals.append(artifact.history_weights(timestamps_ms=ts, values=w))
-    n_u, n_i = split.train.n_users, split.train.n_items
     if not rows:
         return sp.csr_matrix((n_u, n_i), dtype=np.float32)
     m = sp.csr_matrix(

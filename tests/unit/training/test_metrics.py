@@ -57,3 +57,20 @@ def test_popularity_deciles_sum_to_one() -> None:
     recs = np.array([[0, 1, 95, -1]])
     d = popularity_deciles(recs, pop, k=4)
     assert sum(d) == pytest.approx(1.0) and d[0] == pytest.approx(2 / 3) and d[9] == pytest.approx(1 / 3)
+
+
+def test_history_weights_fast_path_matches_the_per_user_path():
+    """Without recency the evaluator builds the history matrix in one go; it must equal the per-user build."""
+    from recmesh.training.dataset import Dataset, split_dataset
+    from recmesh.training.evaluation import evaluator as ev
+    from recmesh.training.models import fit_model
+
+    from .conftest import toy_frame
+
+    split = split_dataset(Dataset.from_frame(toy_frame(n_users=30, n_items=20, per_user=8)), "per-user-temporal:0.2")
+    art = fit_model("als", split.train, {"factors": 4, "iterations": 2})
+    assert art.half_life is None
+    fast = ev._history_weights(art, split)
+    art.encoder["half_life"] = 1e15  # the per-user path, with a decay too slow to matter
+    slow = ev._history_weights(art, split)
+    assert fast.nnz == slow.nnz > 0 and abs(fast - slow).max() < 1e-6
