@@ -136,6 +136,11 @@ class Registry:
         self._write_json(self._p(name, "state.json"), {"champion": version, "history": history})
         return str(prev) if prev else None
 
+    def restore_state(self, name: str, state: dict[str, Any]) -> None:
+        """Write back a champion pointer read earlier with :meth:`state` (undoing a change whose
+        announcement failed); version records are restored with :meth:`register`."""
+        self._write_json(self._p(name, "state.json"), state)
+
     def rollback(self, name: str) -> tuple[str, str]:
         """Restore the previous champion; returns (restored, demoted)."""
         st = self.state(name)

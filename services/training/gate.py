@@ -195,8 +195,7 @@ def _snapshot(registry: Registry, name: str, versions: list[str | None]) -> tupl
 def _restore(registry: Registry, name: str, snap: tuple[dict[str, Any], list[VersionInfo]]) -> None:
     """Put the pointer (first: it is what readers follow) and the version statuses back."""
     state, infos = snap
-    # Registry has no public "write state": this is the storage contract's own atomic write.
-    registry._write_json(registry._p(name, "state.json"), state)
+    registry.restore_state(name, state)
     for info in infos:
         registry.register(info)
 
