@@ -173,6 +173,7 @@ def fold_in_als(
     yty: NDArray[np.floating[Any]] | None = None,
     confidence_offset: float = 0.0,
     reg_per_event: bool = False,
+    prior: NDArray[np.floating[Any]] | None = None,
 ) -> FloatArray:
     """The user vector implicit's ``AlternatingLeastSquares.recalculate_user`` computes.
 
@@ -180,6 +181,12 @@ def fold_in_als(
     (a negative confidence only adds ``|cᵢ| - 1`` to the left side, as implicit does).
     Spark's implicit ALS uses ``cᵢ = 1 + alpha · |confidenceᵢ|`` and scales λ by the user's number
     of rated items (ALS-WR): ``confidence_offset=1, reg_per_event=True`` solve exactly that.
+
+    ``prior``: a trained user vector ``x0`` to fold the events onto. The trained history is then
+    summarised by a Gaussian prior centred on ``x0`` with precision ``P = YᵀY + λI`` (the part of
+    the normal equations shared by every user), and the right side gains ``P·x0``: with no events
+    the answer is ``x0``, with ``x0 = 0`` it is the plain fold-in. (λ is not scaled per event here:
+    the new events are not the whole history.)
     Only the user's rows of ``Y`` are touched; pass the precomputed ``yty = YᵀY`` (see
     :meth:`ModelArtifact.yty`) so a per-click update costs O(n·d² + d³).
     Repeated item indices are summed, like duplicate entries of a sparse matrix.
@@ -195,9 +202,9 @@ def fold_in_als(
     if confidence_offset:
         conf = np.sign(conf) * (float(confidence_offset) + np.abs(conf))
     gram = np.asarray(y.T @ y if yty is None else yty, dtype=np.float64)
-    n_reg = max(int(np.count_nonzero(conf)), 1) if reg_per_event else 1
+    n_reg = max(int(np.count_nonzero(conf)), 1) if reg_per_event and prior is None else 1
     a = gram + float(regularization) * n_reg * np.eye(dim)
-    b = np.zeros(dim, dtype=np.float64)
+    b = np.zeros(dim, dtype=np.float64) if prior is None else a @ np.asarray(prior, dtype=np.float64)
     if idx.size:
         rows = y[idx].astype(np.float64)
         c_abs = np.abs(conf)

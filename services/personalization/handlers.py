@@ -97,29 +97,14 @@ def fold_in_with_prior(
     item_idx: Sequence[int] | np.ndarray,
     confidences: Sequence[float] | np.ndarray,
 ) -> np.ndarray:
-    """Fold new events on top of a trained user vector ``x0``.
-
-    The trained history is summarised by a Gaussian prior centred on ``x0`` with precision
-    ``P = YᵀY + λI`` (the part of the user's ALS normal equations shared by everyone), so the
-    solution is that of ``(P + Σ(cᵢ-1)yᵢyᵢᵀ) x = P·x0 + Σ cᵢ yᵢ``: with no new events it is
-    ``x0``; for a user with no trained vector (``x0 = 0``) it is exactly
-    :func:`fold_in_als`.
-    """
+    """Fold new events on top of a trained user vector ``prior`` (see :func:`fold_in_als`'s ``prior``):
+    with no new events it is the prior; for a user with no trained vector (zeros) it is exactly the
+    plain fold-in."""
     assert artifact.item_vectors is not None
-    fp = artifact.fold_in_params()
-    p = artifact.yty() + fp["regularization"] * np.eye(artifact.dim)
-    idx = np.asarray(item_idx, dtype=np.int64)
-    if idx.size == 0:
+    if len(item_idx) == 0:
         return np.asarray(prior, dtype=np.float32)
-    conf = np.asarray(confidences, dtype=np.float64) * fp["alpha"]
-    uniq, inv = np.unique(idx, return_inverse=True)
-    conf = np.bincount(inv, weights=conf, minlength=uniq.size)
-    if fp["confidence_offset"]:  # Spark's 1 + alpha·|c| (its per-event λ is part of the prior here)
-        conf = np.sign(conf) * (fp["confidence_offset"] + np.abs(conf))
-    rows = artifact.item_vectors[uniq].astype(np.float64)
-    a = p + (rows * (np.abs(conf) - 1.0)[:, None]).T @ rows
-    b = p @ np.asarray(prior, dtype=np.float64) + rows.T @ np.where(conf > 0, conf, 0.0)
-    return np.linalg.solve(a, b).astype(np.float32)
+    return fold_in_als(artifact.item_vectors, item_idx, confidences, yty=artifact.yty(), prior=prior,
+                       **artifact.fold_in_params())  # fmt: skip
 
 
 @dataclass
